@@ -1,0 +1,145 @@
+// The live certificate store: the one place listeners get a SecureContext from. Owns which
+// pair serves which name, the default pair (no SNI / unknown name), and swapping pairs as a
+// whole. Promises: a pair is only swapped in after it loaded and validated completely; a
+// source that fails to load keeps serving its previous pair; one broken source never stops
+// the others. Emits 'change' after any swap so listeners can refresh their no-SNI default.
+
+import { EventEmitter } from 'node:events';
+import type { SecureContext } from 'node:tls';
+import { CertificateLoadError, loadPairFromFiles, nameMatches, type LoadedPair } from './pem.js';
+
+/** Where a pair comes from. The id is stable across reloads (e.g. `acme:example.org`). */
+export interface CertificateSource {
+  id: string;
+  kind: 'acme' | 'file';
+  certificatePath: string;
+  privateKeyPath: string;
+  /** Names this pair should serve; empty = the names in the certificate. */
+  names: string[];
+}
+
+export type ReloadOutcome =
+  | { status: 'added'; source: CertificateSource; pair: LoadedPair }
+  | { status: 'replaced'; source: CertificateSource; pair: LoadedPair; previous: LoadedPair }
+  | { status: 'unchanged'; source: CertificateSource; pair: LoadedPair }
+  | { status: 'refused'; source: CertificateSource; error: CertificateLoadError; kept: LoadedPair | null }
+  | { status: 'missing'; source: CertificateSource };
+
+export interface StoreEntry {
+  source: CertificateSource;
+  pair: LoadedPair;
+  /** Names configured for this source that its certificate does not cover. */
+  uncoveredNames: string[];
+}
+
+export class CertificateStore extends EventEmitter {
+  private entries = new Map<string, StoreEntry>();
+  private exactIndex = new Map<string, StoreEntry>();
+  private wildcardIndex = new Map<string, StoreEntry>();
+  private defaultEntry: StoreEntry | null = null;
+
+  constructor(private defaultName: string) {
+    super();
+  }
+
+  /** Loads one source from disk; on success swaps it in, on failure keeps what it had. */
+  reloadSource(source: CertificateSource, now = new Date()): ReloadOutcome {
+    const previous = this.entries.get(source.id) ?? null;
+    let pair: LoadedPair;
+    try {
+      pair = loadPairFromFiles(source.certificatePath, source.privateKeyPath, { now });
+    } catch (error) {
+      if (!(error instanceof CertificateLoadError)) throw error;
+      if (!previous && /file not found/.test(error.reason) && source.kind === 'acme') {
+        return { status: 'missing', source };
+      }
+      return { status: 'refused', source, error, kept: previous?.pair ?? null };
+    }
+    if (previous && previous.pair.leaf.fingerprint256 === pair.leaf.fingerprint256 && previous.pair.chainPem === pair.chainPem) {
+      return { status: 'unchanged', source, pair: previous.pair };
+    }
+    const names = source.names.length > 0 ? source.names : pair.leaf.names;
+    const uncoveredNames = names.filter((name) => !pair.leaf.names.some((pattern) => nameMatches(pattern, name)));
+    this.entries.set(source.id, { source, pair, uncoveredNames });
+    this.rebuildIndex();
+    this.emit('change');
+    return previous ? { status: 'replaced', source, pair, previous: previous.pair } : { status: 'added', source, pair };
+  }
+
+  /** Reloads every source; drops entries whose source is no longer configured. */
+  reloadAll(sources: CertificateSource[], now = new Date()): ReloadOutcome[] {
+    const wanted = new Set(sources.map((s) => s.id));
+    let dropped = false;
+    for (const id of [...this.entries.keys()]) {
+      if (!wanted.has(id)) {
+        this.entries.delete(id);
+        dropped = true;
+      }
+    }
+    if (dropped) {
+      this.rebuildIndex();
+      this.emit('change');
+    }
+    return sources.map((source) => this.reloadSource(source, now));
+  }
+
+  setDefaultName(name: string): void {
+    this.defaultName = name;
+    this.rebuildIndex();
+    this.emit('change');
+  }
+
+  private rebuildIndex(): void {
+    const exact = new Map<string, StoreEntry>();
+    const wildcard = new Map<string, StoreEntry>();
+    // Hand-managed files win over ACME for the same name: that is what an admin who adds one means.
+    const ordered = [...this.entries.values()].sort((a, b) => (a.source.kind === b.source.kind ? 0 : a.source.kind === 'file' ? -1 : 1));
+    for (const entry of ordered) {
+      const names = entry.source.names.length > 0 ? entry.source.names : entry.pair.leaf.names;
+      for (const name of names) {
+        const index = name.startsWith('*.') ? wildcard : exact;
+        const key = name.startsWith('*.') ? name.slice(2) : name;
+        if (!index.has(key)) index.set(key, entry);
+      }
+    }
+    this.exactIndex = exact;
+    this.wildcardIndex = wildcard;
+    this.defaultEntry = this.lookup(this.defaultName) ?? ordered[0] ?? null;
+  }
+
+  private lookup(servername: string): StoreEntry | null {
+    const name = servername.toLowerCase().replace(/\.$/, '');
+    const exact = this.exactIndex.get(name);
+    if (exact) return exact;
+    const dot = name.indexOf('.');
+    return dot > 0 ? this.wildcardIndex.get(name.slice(dot + 1)) ?? null : null;
+  }
+
+  /** The context for an SNI name: its own pair, else the default, else null (no certificate yet). */
+  contextFor(servername: string | undefined): SecureContext | null {
+    const entry = (servername ? this.lookup(servername) : null) ?? this.defaultEntry;
+    return entry?.pair.context ?? null;
+  }
+
+  /** The pair served when SNI is absent or unknown. */
+  defaultPair(): LoadedPair | null {
+    return this.defaultEntry?.pair ?? null;
+  }
+
+  /** The pair serving `servername`, without falling back to the default. */
+  pairFor(servername: string): LoadedPair | null {
+    return this.lookup(servername)?.pair ?? null;
+  }
+
+  list(): StoreEntry[] {
+    return [...this.entries.values()];
+  }
+
+  get(sourceId: string): StoreEntry | null {
+    return this.entries.get(sourceId) ?? null;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

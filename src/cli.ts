@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// The `fedtls` command line: parses arguments and dispatches to one command module each.
+
+import { parseArgs } from 'node:util';
+import { runCommand } from './commands/run.js';
+import { checkConfigCommand } from './commands/check-config.js';
+import { demoCommand } from './commands/demo.js';
+
+const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
+
+const USAGE = `fedtls — TLS for Matrix federation (ACME certificates, port 8448, reverse proxy)
+
+Usage:
+  fedtls run [--config FILE]            run the daemon
+  fedtls check-config [--config FILE]   validate the config; exit 0 if fedtls would start
+  fedtls demo [--keep]                  run a local demo with Pebble (Debian package "pebble")
+  fedtls help                           this text
+
+--config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string', short: 'c', default: DEFAULT_CONFIG },
+      keep: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  switch (command) {
+    case 'run':
+      return runCommand(values.config!);
+    case 'check-config':
+      return checkConfigCommand(values.config!);
+    case 'demo':
+      return demoCommand({ keep: values.keep! });
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`fedtls: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: Error) => {
+    process.stderr.write(`fedtls: ${error.message}\n`);
+    process.exit(error.name === 'TypeError' && /Unknown option|Unexpected argument/.test(error.message) ? 2 : 1);
+  },
+);

@@ -1,0 +1,67 @@
+// `fedtls run`: load the config, start the daemon, and map signals onto it
+// (HUP → reload certificate files; TERM/INT → graceful stop; a second TERM/INT → exit now).
+
+import { loadConfig, ConfigError } from '../config/load.js';
+import { createLogger, bootstrapLogger } from '../ops/log.js';
+import { Daemon } from '../daemon.js';
+import { ListenError } from '../http/listen.js';
+
+export async function runCommand(configPath: string): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(configPath);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      bootstrapLogger().fatal({ event: 'config_invalid', file: error.file, problems: error.problems }, error.message);
+      return 1;
+    }
+    throw error;
+  }
+  const log = createLogger(config.log);
+  const daemon = new Daemon(config, log);
+
+  process.on('uncaughtException', (error) => {
+    log.fatal({ event: 'crash', error: error.stack ?? String(error) }, `internal error, exiting: ${error.message}`);
+    process.exit(70);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.error({ event: 'unhandled_rejection', error: reason instanceof Error ? reason.stack : String(reason) }, 'internal error (unhandled promise rejection); continuing');
+  });
+
+  try {
+    await daemon.start();
+  } catch (error) {
+    if (error instanceof ListenError) {
+      log.fatal({ event: 'listen_failed', address: error.address, code: error.code }, error.message);
+    } else {
+      log.fatal({ event: 'start_failed', error: (error as Error).stack ?? String(error) }, `fedtls could not start: ${(error as Error).message}`);
+    }
+    await daemon.stop().catch(() => undefined);
+    return 1;
+  }
+
+  return new Promise<number>((resolve) => {
+    let stopRequested = false;
+    process.on('SIGHUP', () => {
+      try {
+        daemon.reload();
+      } catch (error) {
+        log.error({ event: 'reload_failed', error: (error as Error).message }, `reload failed: ${(error as Error).message}`);
+      }
+    });
+    const onStop = (signal: NodeJS.Signals): void => {
+      if (stopRequested) {
+        log.warn({ event: 'exit_now', signal }, `${signal} again: exiting without waiting`);
+        resolve(1);
+        return;
+      }
+      stopRequested = true;
+      daemon.stop().then(() => resolve(0), (error: Error) => {
+        log.error({ event: 'stop_failed', error: error.message }, `error while stopping: ${error.message}`);
+        resolve(1);
+      });
+    };
+    process.on('SIGTERM', onStop);
+    process.on('SIGINT', onStop);
+  });
+}

@@ -1,0 +1,174 @@
+// The running daemon: builds every part from the Config and owns their lifecycle.
+// Start order: certificate store (from files) → listeners bound → ACME manager in the
+// background. Signals: SIGHUP re-reads every certificate file and swaps valid pairs in;
+// SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded), then exit.
+
+import http from 'node:http';
+import type https from 'node:https';
+import type { Server } from 'node:net';
+import type { Config, ListenAddress } from './config/types.js';
+import type { Logger } from './ops/log.js';
+import { CertificateStore, type CertificateSource, type ReloadOutcome } from './certs/store.js';
+import { ChallengeTable } from './acme/challenges.js';
+import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
+import { createChallengeHandler } from './http/challenge-listener.js';
+import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
+import { createTlsServer } from './http/tls-listener.js';
+import { bindListener } from './http/listen.js';
+
+export interface BoundListener {
+  role: 'http' | 'federation' | 'https' | 'metrics';
+  configured: string;
+  address: string;
+  server: Server;
+}
+
+/** The certificate sources this config asks for: the ACME pair (if enabled) and every hand-managed pair. */
+export function certificateSources(config: Config): CertificateSource[] {
+  const sources: CertificateSource[] = [];
+  if (config.acme.enabled) sources.push(acmeCertificateSource(config));
+  config.tls.certificates.forEach((pair, index) => {
+    sources.push({ id: `file:${index}:${pair.certificatePath}`, kind: 'file', certificatePath: pair.certificatePath, privateKeyPath: pair.privateKeyPath, names: pair.names });
+  });
+  return sources;
+}
+
+/** One log line per source per load: what is served now and why. */
+export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: string): void {
+  const files = { certificate: outcome.source.certificatePath, private_key: outcome.source.privateKeyPath };
+  switch (outcome.status) {
+    case 'added':
+    case 'replaced':
+    case 'unchanged': {
+      const leaf = outcome.pair.leaf;
+      const fields = { event: `certificate_${outcome.status}`, trigger, source: outcome.source.id, names: leaf.names, serial: leaf.serial, not_after: leaf.notAfter.toISOString(), ...files };
+      const previous = outcome.status === 'replaced' ? { previous_serial: outcome.previous.leaf.serial } : {};
+      const verb = outcome.status === 'added' ? 'serving' : outcome.status === 'replaced' ? 'replaced; now serving' : 'unchanged; serving';
+      log.info({ ...fields, ...previous }, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
+      for (const warning of outcome.pair.warnings) {
+        log.warn({ event: 'certificate_warning', source: outcome.source.id, ...files }, `${outcome.source.certificatePath}: ${warning}`);
+      }
+      return;
+    }
+    case 'refused': {
+      const kept = outcome.kept ? `; still serving the previous certificate (serial ${outcome.kept.leaf.serial})` : '; no certificate from this source is served';
+      log.error({ event: 'certificate_refused', trigger, source: outcome.source.id, reason: outcome.error.reason, file: outcome.error.file, kept_serial: outcome.kept?.leaf.serial ?? null, ...files },
+        `refused to load ${outcome.error.file}: ${outcome.error.reason}${kept}`);
+      return;
+    }
+    case 'missing':
+      log.info({ event: 'certificate_missing', trigger, source: outcome.source.id, ...files }, 'no certificate obtained yet for this source; ACME will obtain one');
+  }
+}
+
+export class Daemon {
+  readonly store: CertificateStore;
+  readonly challenges = new ChallengeTable();
+  readonly acme: AcmeManager | null;
+  readonly listeners: BoundListener[] = [];
+  private proxy: ProxyHandler | null = null;
+  private stopping: Promise<void> | null = null;
+  readonly startedAt = new Date();
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+  ) {
+    this.store = new CertificateStore(config.tls.defaultName);
+    this.acme = config.acme.enabled
+      ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log })
+      : null;
+  }
+
+  /** Re-reads every certificate file. Called at start and on SIGHUP. */
+  reloadCertificates(trigger: string): ReloadOutcome[] {
+    const outcomes = this.store.reloadAll(certificateSources(this.config));
+    for (const outcome of outcomes) logReloadOutcome(this.log, outcome, trigger);
+    return outcomes;
+  }
+
+  private async bindAll(role: BoundListener['role'], addresses: ListenAddress[], createServer: () => Server, configKey: string): Promise<void> {
+    for (const address of addresses) {
+      const server = createServer();
+      const bound = await bindListener(server, address, addresses, role, configKey, this.log);
+      this.listeners.push({ role, configured: address.text, address: bound, server });
+      this.log.info({ event: 'listening', listener: role, address: bound }, `${role} listener on ${bound}`);
+    }
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    this.reloadCertificates('start');
+
+    const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
+    this.proxy = createProxyHandler({ config: config.proxy, log });
+    const proxy = this.proxy;
+    try {
+      await this.bindAll('http', config.listen.http, () => {
+        const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, challengeHandler);
+        server.keepAliveTimeout = 5000;
+        return server;
+      }, 'listen.http');
+      await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: proxy, log }), 'listen.federation');
+    } catch (error) {
+      await this.closeListeners(0);
+      throw error;
+    }
+
+    if (this.store.defaultPair() === null) {
+      log.info({ event: 'waiting_for_certificate', names: config.acme.domains },
+        `no certificate yet: fedtls will ask ${config.acme.directoryUrl} for one; the CA must reach http://${config.acme.domains[0]}/.well-known/acme-challenge/… on port 80`);
+    }
+    this.acme?.start();
+    log.info({ event: 'ready', server_name: config.serverName, backend: config.proxy.backend.origin, certificates: this.store.size }, `fedtls is running for ${config.serverName}, forwarding to ${config.proxy.backend.origin}`);
+  }
+
+  /** SIGHUP: re-read certificate files (never dropping what is served when a file is bad). */
+  reload(): ReloadOutcome[] {
+    this.log.info({ event: 'reload', reason: 'SIGHUP' }, 'reloading certificate files');
+    return this.reloadCertificates('SIGHUP');
+  }
+
+  private closeListeners(drainMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      let pending = this.listeners.length;
+      if (pending === 0) {
+        resolve();
+        return;
+      }
+      const force = setTimeout(() => {
+        for (const { server } of this.listeners) {
+          (server as http.Server | https.Server).closeAllConnections?.();
+        }
+      }, drainMs);
+      force.unref();
+      for (const { server } of this.listeners) {
+        (server as http.Server).closeIdleConnections?.();
+        server.close(() => {
+          pending -= 1;
+          if (pending === 0) {
+            clearTimeout(force);
+            resolve();
+          }
+        });
+      }
+    });
+  }
+
+  /** Stops accepting, lets in-flight requests finish up to shutdown.drain_timeout, then closes. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ event: 'stopping', drain_timeout_ms: this.config.shutdown.drainTimeoutMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
+      await this.acme?.stop();
+      // Idle keep-alive connections would hold close() open: close them as they go idle.
+      const idleSweep = setInterval(() => {
+        for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();
+      }, 250);
+      await this.closeListeners(this.config.shutdown.drainTimeoutMs);
+      clearInterval(idleSweep);
+      this.proxy?.close();
+      this.log.info({ event: 'stopped' }, 'fedtls stopped');
+    })();
+    return this.stopping;
+  }
+}
