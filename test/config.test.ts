@@ -1,0 +1,67 @@
+// Config validation through the real CLI: every mistake names the file, the key and what is
+// expected, and exits 1 (C4: the error is in the output before the process exits).
+
+import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { runCli, tempDir, writeConfig } from './helpers/daemon.js';
+
+async function checkConfig(file: string): Promise<{ code: number | null; output: string }> {
+  const run = runCli(['check-config', '--config', file]);
+  const code = await run.exited;
+  return { code, output: run.stdout() + run.stderr() };
+}
+
+describe('config validation', () => {
+  it('refuses a config without server_name', async () => {
+    const file = writeConfig(tempDir(), { backend: 'http://127.0.0.1:8008' });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toContain(file);
+    expect(output).toMatch(/server_name: is required/);
+  });
+
+  it('refuses an unknown key and names it', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', acme: { enabled: true, emial: 'a@b.c' } });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/acme\.emial: is not a fedtls setting/);
+  });
+
+  it('refuses a wrong type and says what is expected', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', listen: { federation: 8448 }, acme: { enabled: 'yes' } });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/acme\.enabled: expected true or false, got the text "yes"/);
+  });
+
+  it('reports YAML syntax errors with the line', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'broken.yaml');
+    writeFileSync(file, 'server_name: example.org\nacme:\n  url: [unclosed\n');
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/line \d+, column \d+: not valid YAML/);
+  });
+
+  it('accepts Synapse\'s flat tls_certificate_path names and names a Synapse-only key', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', acme: { reprovision_threshold: '30d' } });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/acme\.reprovision_threshold: is Synapse's name; fedtls calls it acme\.renew_before/);
+  });
+
+  it('C4: `fedtls run` with a broken config prints the error line before exiting 1', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', proxy: { max_body_size: 'lots' } });
+    const run = runCli(['run', '--config', file]);
+    expect(await run.exited).toBe(1);
+    expect(run.stdout() + run.stderr()).toMatch(/proxy\.max_body_size: expected a size/);
+  });
+
+  it('a valid minimal config passes check-config', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org' });
+    const { code, output } = await checkConfig(file);
+    expect(output).toContain('valid');
+    expect(code).toBe(0);
+  });
+});
