@@ -65,3 +65,11 @@ describe('config validation', () => {
     expect(code).toBe(0);
   });
 });
+
+describe('the shipped example config', () => {
+  it('is valid as shipped, so every documented key is a real key', async () => {
+    const { code, output } = await checkConfig(path.resolve('config/fedtls.example.yaml'));
+    expect(output).toContain('valid');
+    expect(code).toBe(0);
+  });
+});
