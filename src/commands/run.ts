@@ -28,6 +28,12 @@ export async function runCommand(configPath: string): Promise<number> {
     log.error({ event: 'unhandled_rejection', error: reason instanceof Error ? reason.stack : String(reason) }, 'internal error (unhandled promise rejection); continuing');
   });
 
+  // Until start() is done, a SIGHUP (e.g. `systemctl reload` racing the start) must not kill
+  // the process: remember it and reload once started.
+  let hupDuringStart = false;
+  const earlyHup = (): void => { hupDuringStart = true; };
+  process.on('SIGHUP', earlyHup);
+
   try {
     await daemon.start();
   } catch (error) {
@@ -39,6 +45,9 @@ export async function runCommand(configPath: string): Promise<number> {
     await daemon.stop().catch(() => undefined);
     return 1;
   }
+
+  process.off('SIGHUP', earlyHup);
+  if (hupDuringStart) daemon.reload();
 
   return new Promise<number>((resolve) => {
     let stopRequested = false;
