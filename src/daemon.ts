@@ -14,6 +14,7 @@ import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
+import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
 
 export interface BoundListener {
@@ -109,7 +110,10 @@ export class Daemon {
         server.keepAliveTimeout = 5000;
         return server;
       }, 'listen.http');
-      await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: proxy, log }), 'listen.federation');
+      const federationHandler = createWellKnownHandler(config.wellKnown, proxy);
+      await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
+      const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
+      await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
     } catch (error) {
       await this.closeListeners(0);
       throw error;
