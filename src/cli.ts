@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { runCommand } from './commands/run.js';
 import { checkConfigCommand } from './commands/check-config.js';
 import { demoCommand } from './commands/demo.js';
+import { renewCommand } from './commands/renew.js';
 
 const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
 
@@ -14,6 +15,10 @@ Usage:
   fedtls run [--config FILE]            run the daemon
   fedtls check-config [--config FILE]   validate the config; exit 0 if fedtls would start
   fedtls demo [--keep]                  run a local demo with Pebble (Debian package "pebble")
+  fedtls renew [NAME] [--force] [--dry-run] [--json]
+                                        ask the running daemon to renew now (if due; --force:
+                                        regardless); --dry-run: obtain a throw-away certificate
+                                        from the staging/test CA, touching nothing served
   fedtls help                           this text
 
 --config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}.
@@ -21,12 +26,14 @@ Usage:
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: rest,
     options: {
       config: { type: 'string', short: 'c', default: DEFAULT_CONFIG },
       keep: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      force: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
     },
     allowPositionals: true,
     strict: true,
@@ -38,6 +45,8 @@ async function main(argv: string[]): Promise<number> {
       return checkConfigCommand(values.config!);
     case 'demo':
       return demoCommand({ keep: values.keep! });
+    case 'renew':
+      return renewCommand({ configPath: values.config!, name: positionals[0], force: values.force!, dryRun: values['dry-run']!, json: values.json! });
     case undefined:
     case 'help':
     case '--help':

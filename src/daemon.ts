@@ -16,6 +16,8 @@ import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
+import { ControlServer } from './ops/control-server.js';
+import { registerAcmeCommands } from './acme/control-commands.js';
 
 export interface BoundListener {
   role: 'http' | 'federation' | 'https' | 'metrics';
@@ -67,6 +69,8 @@ export class Daemon {
   readonly challenges = new ChallengeTable();
   readonly acme: AcmeManager | null;
   readonly listeners: BoundListener[] = [];
+  /** The control socket; other parts add commands with `control.register(name, handler)` before start(). */
+  readonly control: ControlServer;
   private proxy: ProxyHandler | null = null;
   private stopping: Promise<void> | null = null;
   readonly startedAt = new Date();
@@ -79,6 +83,8 @@ export class Daemon {
     this.acme = config.acme.enabled
       ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log })
       : null;
+    this.control = new ControlServer(config.controlSocket, log);
+    registerAcmeCommands(this.control, this.acme);
   }
 
   /** Re-reads every certificate file. Called at start and on SIGHUP. */
@@ -114,6 +120,7 @@ export class Daemon {
       await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
       const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
       await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
+      await this.control.start();
     } catch (error) {
       await this.closeListeners(0);
       throw error;
@@ -164,6 +171,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.log.info({ event: 'stopping', drain_timeout_ms: this.config.shutdown.drainTimeoutMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
       await this.acme?.stop();
+      await this.control.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
         for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();

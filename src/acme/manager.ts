@@ -89,10 +89,11 @@ export class AcmeManager {
     await this.running?.catch(() => undefined);
   }
 
-  /** Runs a check now (force = order even if not due). Resolves when that run is over. */
-  async renewNow(force = false): Promise<void> {
+  /** Runs a check now (force = order even if not due). Resolves with the status after that run. */
+  async renewNow(force = false): Promise<AcmeStatus> {
     if (this.running) await this.running.catch(() => undefined);
     await this.run(force);
+    return this.getStatus();
   }
 
   private schedule(delayMs: number): void {

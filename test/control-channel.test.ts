@@ -1,0 +1,86 @@
+// The control channel: the daemon's owner-only socket in state_dir, the CLI talking to it
+// (`fedtls renew`), and the CLI's message when no daemon is running.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
+import { startBackend, type Backend } from './helpers/backend.js';
+import { runCli, startDaemon, tempDir, writeConfig, boundPort, type RunningDaemon } from './helpers/daemon.js';
+import { handshake } from './helpers/tls-client.js';
+import { callDaemon, DaemonUnreachableError } from '../src/ops/control-client.js';
+
+const NAME = 'control.fedtls.test';
+
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const run = runCli(args);
+  const code = await run.exited;
+  return { code, stdout: run.stdout(), stderr: run.stderr() };
+}
+
+describe('control channel', () => {
+  let pebble: PebbleFixture;
+  let backend: Backend;
+  let stateDir: string;
+  let configFile: string;
+  let daemon: RunningDaemon | null = null;
+
+  beforeAll(async () => {
+    pebble = await startTestPebble();
+    backend = await startBackend();
+    const dir = tempDir();
+    stateDir = path.join(dir, 'state');
+    configFile = writeConfig(dir, {
+      server_name: NAME,
+      backend: backend.url,
+      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: [`127.0.0.1:${await freePort()}`] },
+      state_dir: stateDir,
+      acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath },
+    });
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await backend?.close();
+    await pebble?.stop();
+  });
+
+  it('the CLI says clearly when the daemon is not running', async () => {
+    const result = await cli(['renew', '--config', configFile]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('is fedtls running?');
+    expect(result.stderr).toContain(path.join(stateDir, 'control.sock'));
+    await expect(callDaemon(path.join(stateDir, 'control.sock'), 'ping')).rejects.toBeInstanceOf(DaemonUnreachableError);
+  });
+
+  it('the socket is owner-only in state_dir; renew --force via the CLI swaps in a new certificate', async () => {
+    daemon = await startDaemon(configFile);
+    const first = await daemon.waitForLog((l) => l.event === 'acme_certificate_issued', 45_000, 'first certificate');
+    const socket = path.join(stateDir, 'control.sock');
+    expect(statSync(socket).isSocket()).toBe(true);
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+    const ping = await callDaemon(socket, 'ping') as { commands: string[] };
+    expect(ping.commands).toContain('renew');
+
+    const notDue = await cli(['renew', '--config', configFile]);
+    expect(notDue.code).toBe(0);
+    expect(notDue.stdout).toContain('not due');
+
+    const wrongName = await cli(['renew', 'other.example', '--config', configFile]);
+    expect(wrongName.code).toBe(1);
+    expect(wrongName.stderr).toContain('other.example is not on the ACME certificate');
+
+    const forced = await cli(['renew', NAME, '--force', '--json', '--config', configFile]);
+    expect(forced.stderr).toBe('');
+    expect(forced.code).toBe(0);
+    expect(JSON.parse(forced.stdout)).toMatchObject({ renewed: true });
+    const issued = daemon.logs.filter((l) => l.event === 'acme_certificate_issued');
+    expect(issued).toHaveLength(2);
+    const served = await handshake({ port: boundPort(daemon, 'federation'), servername: NAME });
+    expect(served.serial.replace(/^0+/, '')).toBe(String(issued[1]!.serial).replace(/^0+/, ''));
+    expect(served.serial).not.toBe(String(first.serial));
+
+    const unknown = await callDaemon(socket, 'no-such-command').catch((e: Error) => e.message);
+    expect(unknown).toContain('has no command "no-such-command"');
+  });
+});
