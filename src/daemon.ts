@@ -134,6 +134,13 @@ export class Daemon {
     log.info({ event: 'ready', server_name: config.serverName, backend: config.proxy.backend.origin, certificates: this.store.size }, `fedtls is running for ${config.serverName}, forwarding to ${config.proxy.backend.origin}`);
   }
 
+  /** One line for systemd's STATUS=: what is served now. */
+  summary(): string {
+    const names = this.store.list().flatMap((entry) => entry.pair.leaf.names);
+    const serving = names.length > 0 ? `serving ${names.join(', ')}` : 'obtaining the first certificate';
+    return `${serving}; forwarding to ${this.config.proxy.backend.origin}`;
+  }
+
   /** SIGHUP: re-read certificate files (never dropping what is served when a file is bad). */
   reload(): ReloadOutcome[] {
     this.log.info({ event: 'reload', reason: 'SIGHUP' }, 'reloading certificate files');

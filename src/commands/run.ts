@@ -5,6 +5,7 @@ import { loadConfig, ConfigError } from '../config/load.js';
 import { createLogger, bootstrapLogger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
+import { SystemdNotifier } from '../ops/notify.js';
 
 export async function runCommand(configPath: string): Promise<number> {
   let config;
@@ -19,6 +20,7 @@ export async function runCommand(configPath: string): Promise<number> {
   }
   const log = createLogger(config.log);
   const daemon = new Daemon(config, log);
+  const notifier = new SystemdNotifier({ log });
 
   process.on('uncaughtException', (error) => {
     log.fatal({ event: 'crash', error: error.stack ?? String(error) }, `internal error, exiting: ${error.message}`);
@@ -45,6 +47,7 @@ export async function runCommand(configPath: string): Promise<number> {
     await daemon.stop().catch(() => undefined);
     return 1;
   }
+  await notifier.ready(daemon.summary());
 
   process.off('SIGHUP', earlyHup);
   if (hupDuringStart) daemon.reload();
@@ -52,11 +55,13 @@ export async function runCommand(configPath: string): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopRequested = false;
     process.on('SIGHUP', () => {
+      void notifier.reloading('reloading certificate files');
       try {
         daemon.reload();
       } catch (error) {
         log.error({ event: 'reload_failed', error: (error as Error).message }, `reload failed: ${(error as Error).message}`);
       }
+      void notifier.ready(daemon.summary());
     });
     const onStop = (signal: NodeJS.Signals): void => {
       if (stopRequested) {
@@ -65,7 +70,8 @@ export async function runCommand(configPath: string): Promise<number> {
         return;
       }
       stopRequested = true;
-      daemon.stop().then(() => resolve(0), (error: Error) => {
+      const stopped = Promise.all([notifier.stopping('stopping: draining requests in flight'), daemon.stop()]);
+      stopped.then(() => resolve(0), (error: Error) => {
         log.error({ event: 'stop_failed', error: error.message }, `error while stopping: ${error.message}`);
         resolve(1);
       });

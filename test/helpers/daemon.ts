@@ -34,8 +34,10 @@ export interface RunningDaemon {
   stop(): Promise<number | null>;
 }
 
-export function runCli(args: string[], env: Record<string, string> = {}): RunningDaemon {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** `prefix` runs the CLI through another command first (e.g. setpriv to drop privileges). */
+export function runCli(args: string[], env: Record<string, string> = {}, prefix: string[] = []): RunningDaemon {
+  const command = [...prefix, process.execPath, CLI, ...args];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const logs: LogLine[] = [];
   let out = '';
   let err = '';
@@ -89,8 +91,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): Runnin
 }
 
 /** Starts `fedtls run` and waits until it logs that it is ready. */
-export async function startDaemon(configFile: string, options: { waitFor?: string; env?: Record<string, string> } = {}): Promise<RunningDaemon> {
-  const daemon = runCli(['run', '--config', configFile], options.env);
+export async function startDaemon(configFile: string, options: { waitFor?: string; env?: Record<string, string>; prefix?: string[] } = {}): Promise<RunningDaemon> {
+  const daemon = runCli(['run', '--config', configFile], options.env, options.prefix);
   const event = options.waitFor ?? 'ready';
   await daemon.waitForLog((l) => l.event === event, 30_000, `event "${event}"`);
   return daemon;
