@@ -6,6 +6,7 @@ import { runCommand } from './commands/run.js';
 import { checkConfigCommand } from './commands/check-config.js';
 import { demoCommand } from './commands/demo.js';
 import { renewCommand } from './commands/renew.js';
+import { certificatesCommand } from './commands/certificates.js';
 
 const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
 
@@ -14,6 +15,8 @@ const USAGE = `fedtls — TLS for Matrix federation (ACME certificates, port 844
 Usage:
   fedtls run [--config FILE]            run the daemon
   fedtls check-config [--config FILE]   validate the config; exit 0 if fedtls would start
+  fedtls certificates [--config FILE] [--json]
+                                        list each name: source, serial, issuer, expiry, files
   fedtls demo [--keep]                  run a local demo with Pebble (Debian package "pebble")
   fedtls renew [NAME] [--force] [--dry-run] [--json]
                                         ask the running daemon to renew now (if due; --force:
@@ -43,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
       return runCommand(values.config!);
     case 'check-config':
       return checkConfigCommand(values.config!);
+    case 'certificates':
+      return certificatesCommand(values.config!, { json: values.json! });
     case 'demo':
       return demoCommand({ keep: values.keep! });
     case 'renew':

@@ -9,6 +9,8 @@ import type { Server } from 'node:net';
 import type { Config, ListenAddress } from './config/types.js';
 import type { Logger } from './ops/log.js';
 import { CertificateStore, type CertificateSource, type ReloadOutcome } from './certs/store.js';
+import { ExpiryWatch } from './certs/expiry-watch.js';
+import { nameMatches } from './certs/pem.js';
 import { ChallengeTable } from './acme/challenges.js';
 import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
@@ -18,6 +20,7 @@ import { createNotFoundHandler, createWellKnownHandler } from './http/well-known
 import { bindListener } from './http/listen.js';
 import { ControlServer } from './ops/control-server.js';
 import { registerAcmeCommands } from './acme/control-commands.js';
+import { registerCertificateCommands } from './certs/control-commands.js';
 
 export interface BoundListener {
   role: 'http' | 'federation' | 'https' | 'metrics';
@@ -36,7 +39,7 @@ export function certificateSources(config: Config): CertificateSource[] {
   return sources;
 }
 
-/** One log line per source per load: what is served now and why. */
+/** One log line per source per load: kept / replaced (old and new serial, expiry) / refused (why, which file). */
 export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: string): void {
   const files = { certificate: outcome.source.certificatePath, private_key: outcome.source.privateKeyPath };
   switch (outcome.status) {
@@ -44,12 +47,22 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
     case 'replaced':
     case 'unchanged': {
       const leaf = outcome.pair.leaf;
-      const fields = { event: `certificate_${outcome.status}`, trigger, source: outcome.source.id, names: leaf.names, serial: leaf.serial, not_after: leaf.notAfter.toISOString(), ...files };
-      const previous = outcome.status === 'replaced' ? { previous_serial: outcome.previous.leaf.serial } : {};
-      const verb = outcome.status === 'added' ? 'serving' : outcome.status === 'replaced' ? 'replaced; now serving' : 'unchanged; serving';
-      log.info({ ...fields, ...previous }, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
+      const event = outcome.status === 'unchanged' ? 'certificate_kept' : `certificate_${outcome.status}`;
+      const fields = { event, trigger, source: outcome.source.id, names: leaf.names, serial: leaf.serial, not_after: leaf.notAfter.toISOString(), ...files };
+      if (outcome.status === 'replaced') {
+        const old = outcome.previous.leaf;
+        log.info({ ...fields, previous_serial: old.serial, previous_not_after: old.notAfter.toISOString() },
+          `certificate replaced for ${leaf.names.join(', ')}: serial ${old.serial} (expires ${old.notAfter.toISOString()}) → ${leaf.serial} (expires ${leaf.notAfter.toISOString()})`);
+      } else {
+        const verb = outcome.status === 'added' ? 'serving' : 'kept (files unchanged); serving';
+        log.info(fields, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
+      }
       for (const warning of outcome.pair.warnings) {
         log.warn({ event: 'certificate_warning', source: outcome.source.id, ...files }, `${outcome.source.certificatePath}: ${warning}`);
+      }
+      if (outcome.uncoveredNames.length > 0) {
+        log.warn({ event: 'certificate_names_uncovered', source: outcome.source.id, uncovered: outcome.uncoveredNames, names: leaf.names, ...files },
+          `${outcome.source.certificatePath} is configured for ${outcome.uncoveredNames.join(', ')} but the certificate only holds ${leaf.names.join(', ') || 'no DNS names'}; peers connecting to those names will refuse it`);
       }
       return;
     }
@@ -68,6 +81,7 @@ export class Daemon {
   readonly store: CertificateStore;
   readonly challenges = new ChallengeTable();
   readonly acme: AcmeManager | null;
+  readonly expiryWatch: ExpiryWatch;
   readonly listeners: BoundListener[] = [];
   /** The control socket; other parts add commands with `control.register(name, handler)` before start(). */
   readonly control: ControlServer;
@@ -80,18 +94,30 @@ export class Daemon {
     readonly log: Logger,
   ) {
     this.store = new CertificateStore(config.tls.defaultName);
+    this.expiryWatch = new ExpiryWatch({ store: this.store, log });
     this.acme = config.acme.enabled
       ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log })
       : null;
     this.control = new ControlServer(config.controlSocket, log);
     registerAcmeCommands(this.control, this.acme);
+    registerCertificateCommands(this.control, this.store);
   }
 
   /** Re-reads every certificate file. Called at start and on SIGHUP. */
   reloadCertificates(trigger: string): ReloadOutcome[] {
     const outcomes = this.store.reloadAll(certificateSources(this.config));
     for (const outcome of outcomes) logReloadOutcome(this.log, outcome, trigger);
+    this.warnIfServerNameUncovered();
     return outcomes;
+  }
+
+  /** Peers connect to server_name: the certificate served for it must hold that name. */
+  private warnIfServerNameUncovered(): void {
+    const host = this.config.serverHost;
+    const served = this.store.pairFor(host) ?? this.store.defaultPair();
+    if (!served || served.leaf.names.some((pattern) => nameMatches(pattern, host))) return;
+    this.log.warn({ event: 'server_name_uncovered', server_name: host, names: served.leaf.names, certificate: served.certificatePath },
+      `no certificate holds server_name ${host}: handshakes for it get ${served.certificatePath} (${served.leaf.names.join(', ') || 'no DNS names'}), which federating servers will refuse. Add ${host} to a certificate, or list the pair for it under tls.certificates`);
   }
 
   private async bindAll(role: BoundListener['role'], addresses: ListenAddress[], createServer: () => Server, configKey: string): Promise<void> {
@@ -106,6 +132,7 @@ export class Daemon {
   async start(): Promise<void> {
     const { config, log } = this;
     this.reloadCertificates('start');
+    this.expiryWatch.start();
 
     const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
     this.proxy = createProxyHandler({ config: config.proxy, log });
@@ -179,6 +206,7 @@ export class Daemon {
       this.log.info({ event: 'stopping', drain_timeout_ms: this.config.shutdown.drainTimeoutMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
       await this.acme?.stop();
       await this.control.stop();
+      this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
         for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();

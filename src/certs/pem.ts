@@ -5,7 +5,7 @@
 // CertificateLoadError that names the file and what to do.
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import tls, { type SecureContext } from 'node:tls';
 
 export interface CertificateInfo {
@@ -47,6 +47,8 @@ export class CertificateLoadError extends Error {
 interface PemBlock {
   label: string;
   pem: string;
+  /** RFC 1421 headers (e.g. "Proc-Type: 4,ENCRYPTED" on an old-style encrypted key). */
+  headers: string[];
 }
 
 /** Undoes the ways PEM text gets mangled by editors, e-mail and Windows. */
@@ -58,9 +60,10 @@ export function splitPemBlocks(text: string): PemBlock[] {
   const blocks: PemBlock[] = [];
   const pattern = /-----BEGIN ([A-Z0-9 ]+)-----\n([\s\S]*?)\n?-----END \1-----/g;
   for (const match of normalizePemText(text).matchAll(pattern)) {
-    const body = match[2]!.replace(/\s+/g, '');
+    const headers = match[2]!.split('\n').filter((line) => /^[A-Za-z-]+:/.test(line));
+    const body = match[2]!.split('\n').filter((line) => !/^[A-Za-z-]+:/.test(line)).join('').replace(/\s+/g, '');
     const lines = body.match(/.{1,64}/g) ?? [];
-    blocks.push({ label: match[1]!, pem: `-----BEGIN ${match[1]}-----\n${lines.join('\n')}\n-----END ${match[1]}-----\n` });
+    blocks.push({ label: match[1]!, headers, pem: `-----BEGIN ${match[1]}-----\n${lines.join('\n')}\n-----END ${match[1]}-----\n` });
   }
   return blocks;
 }
@@ -84,28 +87,121 @@ export function describeCertificate(cert: X509Certificate): CertificateInfo {
   };
 }
 
-function readPemFile(file: string): string {
+/** Certificate and key files are a few KiB; anything far larger is not one. */
+const MAX_PEM_FILE_BYTES = 1024 * 1024;
+
+function describeReadError(file: string, error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case 'ENOENT': {
+      let target: string | null = null;
+      try { target = readlinkSync(file); } catch { /* not a symlink */ }
+      return target !== null
+        ? `file not found: it is a symlink to ${target}, which does not exist (fix the link, then reload)`
+        : 'file not found';
+    }
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied: the fedtls user cannot read it (check owner and mode, and the folders above it)';
+    case 'EISDIR':
+      return 'is a directory, expected a PEM file';
+    case 'ENOTDIR':
+      return 'a folder in this path is a file, not a folder';
+    case 'ELOOP':
+      return 'symlink loop: the link points back at itself';
+    default:
+      return error.message;
+  }
+}
+
+/**
+ * Reads a PEM file without ever blocking or reading without bound: FIFOs, devices and
+ * sockets are refused before any read (O_NONBLOCK keeps a FIFO from stalling the daemon).
+ */
+export function readPemFile(file: string): { text: string; mode: number } {
+  let fd: number;
   try {
-    return readFileSync(file, 'utf8');
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'file not found'
-      : code === 'EACCES' ? 'permission denied: the fedtls user cannot read it (check owner and mode)'
-      : code === 'EISDIR' ? 'is a directory, expected a PEM file'
-      : (error as Error).message;
-    throw new CertificateLoadError(file, reason);
+    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException));
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (stat.isDirectory()) throw new CertificateLoadError(file, 'is a directory, expected a PEM file');
+    if (!stat.isFile()) throw new CertificateLoadError(file, 'is not a regular file (a pipe, socket or device); point fedtls at the PEM file itself');
+    if (stat.size > MAX_PEM_FILE_BYTES) {
+      throw new CertificateLoadError(file, `is ${stat.size} bytes, far too large for a certificate or key (at most ${MAX_PEM_FILE_BYTES}); is this the right file?`);
+    }
+    const buffer = readFileSync(fd);
+    return { text: decodePemBytes(file, buffer), mode: stat.mode };
+  } catch (error) {
+    if (error instanceof CertificateLoadError) throw error;
+    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Turns file bytes into PEM text, or explains what the bytes are instead. */
+function decodePemBytes(file: string, bytes: Buffer): string {
+  if (bytes.length === 0) {
+    throw new CertificateLoadError(file, 'the file is empty (0 bytes); it may still be being written, or the copy failed');
+  }
+  const text = bytes.toString('utf8');
+  if (!text.includes('-----BEGIN ')) {
+    // DER: an ASN.1 SEQUENCE with a long-form length, which is how every certificate and key starts.
+    if (bytes[0] === 0x30 && (bytes[1] === 0x82 || bytes[1] === 0x81)) {
+      throw new CertificateLoadError(file, `the file is binary DER, not PEM text; convert it with "openssl x509 -inform der -in ${file} -out ${file}.pem" (certificate) or "openssl pkey -inform der -in ${file} -out ${file}.pem" (key)`);
+    }
+    if (/^\s*$/.test(text)) {
+      throw new CertificateLoadError(file, 'the file holds only whitespace, no PEM data');
+    }
+    // eslint-disable-next-line no-control-regex
+    if (bytes.includes(0) || /[\x00-\x08\x0e-\x1f]/.test(text.slice(0, 512)) || text.includes('\uFFFD')) {
+      throw new CertificateLoadError(file, 'the file holds binary data, not PEM text (expected lines starting with "-----BEGIN CERTIFICATE-----" or "-----BEGIN PRIVATE KEY-----")');
+    }
+    throw new CertificateLoadError(file, 'no "-----BEGIN ...-----" line: this is not a PEM file (expected "-----BEGIN CERTIFICATE-----" or "-----BEGIN PRIVATE KEY-----")');
+  }
+  return text;
+}
+
+/** Refuses PEM that stops in the middle: a BEGIN line without its END line. */
+function checkComplete(file: string, text: string): void {
+  const normal = normalizePemText(text);
+  const lines = normal.split('\n');
+  let open: { label: string; line: number } | null = null;
+  lines.forEach((line, index) => {
+    const begin = /^-----BEGIN ([A-Z0-9 ]+)-----$/.exec(line.trim());
+    const end = /^-----END ([A-Z0-9 ]+)-----$/.exec(line.trim());
+    if (begin) {
+      if (open) throw new CertificateLoadError(file, `the "${open.label}" block starting on line ${open.line} has no END line before the next BEGIN on line ${index + 1}: the file is truncated or two files were pasted together badly`);
+      open = { label: begin[1]!, line: index + 1 };
+    } else if (end) {
+      if (!open || (open as { label: string }).label !== end[1]) {
+        throw new CertificateLoadError(file, `line ${index + 1}: "-----END ${end[1]}-----" without a matching BEGIN line; the file is damaged`);
+      }
+      open = null;
+    }
+  });
+  if (open) {
+    const { label, line } = open as { label: string; line: number };
+    throw new CertificateLoadError(file, `the file is truncated: the "${label}" block starting on line ${line} has no "-----END ${label}-----" line (was it still being written? write files completely, then reload)`);
   }
 }
 
 function parsePrivateKey(file: string, blocks: PemBlock[]): { key: KeyObject; pem: string } {
-  if (blocks.some((b) => b.label === 'ENCRYPTED PRIVATE KEY')) {
+  if (blocks.some((b) => b.label === 'ENCRYPTED PRIVATE KEY' || (KEY_LABELS.has(b.label) && b.headers.some((h) => /ENCRYPTED/i.test(h))))) {
     throw new CertificateLoadError(file, `the private key is protected by a passphrase; fedtls needs it unencrypted (openssl pkey -in ${file} -out ${file}.plain, then point fedtls at that file, mode 0600)`);
   }
   const keyBlocks = blocks.filter((b) => KEY_LABELS.has(b.label));
   if (keyBlocks.length === 0) {
     const found = blocks.map((b) => b.label).join(', ');
+    const hint = blocks.some((b) => b.label === 'CERTIFICATE')
+      ? 'private_key_path must point at the key (privkey.pem), not at the certificate'
+      : blocks.some((b) => b.label === 'PUBLIC KEY')
+        ? 'a public key is not enough; fedtls needs the private key'
+        : 'point private_key_path at the private key';
     throw new CertificateLoadError(file, found
-      ? `no private key in this file (found: ${found}); private_key_path must point at the key, not the certificate`
+      ? `no private key in this file (found: ${found}); ${hint}`
       : 'no PEM private key found (empty, truncated, or not PEM text)');
   }
   if (keyBlocks.length > 1) {
@@ -122,8 +218,13 @@ function parseCertificates(file: string, blocks: PemBlock[]): X509Certificate[] 
   const certBlocks = blocks.filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE');
   if (certBlocks.length === 0) {
     const found = blocks.map((b) => b.label).join(', ');
+    const hint = blocks.some((b) => KEY_LABELS.has(b.label) || b.label === 'ENCRYPTED PRIVATE KEY')
+      ? 'this is a private key: certificate_path must point at the certificate chain (fullchain.pem), private_key_path at the key'
+      : blocks.some((b) => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST')
+        ? 'a certificate request (CSR) is not a certificate; use the certificate your CA issued for it'
+        : 'certificate_path must point at the certificate (full chain)';
     throw new CertificateLoadError(file, found
-      ? `no certificate in this file (found: ${found}); certificate_path must point at the certificate (full chain)`
+      ? `no certificate in this file (found: ${found}); ${hint}`
       : 'no PEM certificate found (empty, truncated, or not PEM text)');
   }
   return certBlocks.map((block, index) => {
@@ -135,6 +236,17 @@ function parseCertificates(file: string, blocks: PemBlock[]): X509Certificate[] 
   });
 }
 
+/** True when `issuer` issued `cert`: names and key identifiers match, and the signature verifies. */
+function issued(issuer: X509Certificate, cert: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+const oneLine = (dn: string): string => dn.replace(/\n/g, ', ');
+
 /** Puts the leaf first and each issuer after the certificate it issued; reports what it changed. */
 function orderChain(leaf: X509Certificate, others: X509Certificate[], warnings: string[]): X509Certificate[] {
   const ordered = [leaf];
@@ -142,12 +254,12 @@ function orderChain(leaf: X509Certificate, others: X509Certificate[], warnings: 
   for (;;) {
     const last = ordered[ordered.length - 1]!;
     if (last.checkIssued(last)) break; // reached a self-signed root
-    const index = remaining.findIndex((candidate) => last.checkIssued(candidate));
+    const index = remaining.findIndex((candidate) => issued(candidate, last));
     if (index < 0) break;
     ordered.push(remaining.splice(index, 1)[0]!);
   }
   for (const unused of remaining) {
-    warnings.push(`left out a certificate that is not part of the leaf's chain (${unused.subject.replace(/\n/g, ', ')})`);
+    warnings.push(`left out a certificate that is not part of the leaf's chain (${oneLine(unused.subject)})`);
   }
   return ordered;
 }
@@ -159,6 +271,8 @@ export interface LoadOptions {
 /** Validates PEM texts as a pair. `certificatePath`/`privateKeyPath` are used in messages only. */
 export function loadPairFromText(certText: string, keyText: string, certificatePath: string, privateKeyPath: string, options: LoadOptions = {}): LoadedPair {
   const now = options.now ?? new Date();
+  checkComplete(certificatePath, certText);
+  if (keyText !== certText) checkComplete(privateKeyPath, keyText);
   const certBlocks = splitPemBlocks(certText);
   const keyBlocks = splitPemBlocks(keyText);
   const certificates = parseCertificates(certificatePath, certBlocks);
@@ -183,6 +297,18 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   }
   const chain = chainCerts.map(describeCertificate);
   const leaf = chain[0]!;
+  if (chain.length === 1 && certificates.length > 1 && !leaf.selfSigned) {
+    const others = certificates.filter((cert) => cert !== leafCert).map((cert) => oneLine(cert.subject)).join('; ');
+    throw new CertificateLoadError(certificatePath,
+      `no other certificate in the file issued the leaf: the leaf was issued by "${leaf.issuer}", the file also holds "${others}". The chain belongs to another certificate or CA; use the full chain that came with this certificate`);
+  }
+  for (const [index, cert] of chain.entries()) {
+    if (index === 0) continue;
+    if (now < cert.notBefore || now > cert.notAfter) {
+      throw new CertificateLoadError(certificatePath,
+        `the chain certificate "${cert.subject}" is valid only from ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}; peers will refuse the chain. Get the current chain from your CA`);
+    }
+  }
 
   if (now < leaf.notBefore) {
     throw new CertificateLoadError(certificatePath, `the certificate is not valid yet: valid from ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()} (check this machine's clock)`);
@@ -212,9 +338,13 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
 
 /** Reads and validates a pair from disk. Throws CertificateLoadError naming the file at fault. */
 export function loadPairFromFiles(certificatePath: string, privateKeyPath: string, options: LoadOptions = {}): LoadedPair {
-  const certText = readPemFile(certificatePath);
-  const keyText = privateKeyPath === certificatePath ? certText : readPemFile(privateKeyPath);
-  return loadPairFromText(certText, keyText, certificatePath, privateKeyPath, options);
+  const cert = readPemFile(certificatePath);
+  const key = privateKeyPath === certificatePath ? cert : readPemFile(privateKeyPath);
+  const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, options);
+  if ((key.mode & 0o004) !== 0) {
+    pair.warnings.push(`the private key ${privateKeyPath} is readable by every user on this machine (mode ${(key.mode & 0o777).toString(8)}); run: chmod 600 ${privateKeyPath}`);
+  }
+  return pair;
 }
 
 /** True when `name` is covered by `pattern` (exact, or a one-label wildcard). */

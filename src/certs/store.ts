@@ -19,9 +19,9 @@ export interface CertificateSource {
 }
 
 export type ReloadOutcome =
-  | { status: 'added'; source: CertificateSource; pair: LoadedPair }
-  | { status: 'replaced'; source: CertificateSource; pair: LoadedPair; previous: LoadedPair }
-  | { status: 'unchanged'; source: CertificateSource; pair: LoadedPair }
+  | { status: 'added'; source: CertificateSource; pair: LoadedPair; uncoveredNames: string[] }
+  | { status: 'replaced'; source: CertificateSource; pair: LoadedPair; previous: LoadedPair; uncoveredNames: string[] }
+  | { status: 'unchanged'; source: CertificateSource; pair: LoadedPair; uncoveredNames: string[] }
   | { status: 'refused'; source: CertificateSource; error: CertificateLoadError; kept: LoadedPair | null }
   | { status: 'missing'; source: CertificateSource };
 
@@ -32,8 +32,29 @@ export interface StoreEntry {
   uncoveredNames: string[];
 }
 
+/** The last time a source failed to load, kept until it loads again (for reports). */
+export interface SourceRefusal {
+  file: string;
+  reason: string;
+  at: Date;
+}
+
+/** Everything the store knows about one configured source: what it serves and what went wrong. */
+export interface SourceState {
+  source: CertificateSource;
+  entry: StoreEntry | null;
+  refusal: SourceRefusal | null;
+}
+
+/** The names a source is configured for that its certificate does not cover. */
+export function uncoveredNames(source: CertificateSource, pair: LoadedPair): string[] {
+  return source.names.filter((name) => !pair.leaf.names.some((pattern) => nameMatches(pattern, name)));
+}
+
 export class CertificateStore extends EventEmitter {
   private entries = new Map<string, StoreEntry>();
+  private sources = new Map<string, CertificateSource>();
+  private refusals = new Map<string, SourceRefusal>();
   private exactIndex = new Map<string, StoreEntry>();
   private wildcardIndex = new Map<string, StoreEntry>();
   private defaultEntry: StoreEntry | null = null;
@@ -45,6 +66,7 @@ export class CertificateStore extends EventEmitter {
   /** Loads one source from disk; on success swaps it in, on failure keeps what it had. */
   reloadSource(source: CertificateSource, now = new Date()): ReloadOutcome {
     const previous = this.entries.get(source.id) ?? null;
+    this.sources.set(source.id, source);
     let pair: LoadedPair;
     try {
       pair = loadPairFromFiles(source.certificatePath, source.privateKeyPath, { now });
@@ -53,27 +75,31 @@ export class CertificateStore extends EventEmitter {
       if (!previous && /file not found/.test(error.reason) && source.kind === 'acme') {
         return { status: 'missing', source };
       }
+      this.refusals.set(source.id, { file: error.file, reason: error.reason, at: now });
       return { status: 'refused', source, error, kept: previous?.pair ?? null };
     }
+    this.refusals.delete(source.id);
     if (previous && previous.pair.leaf.fingerprint256 === pair.leaf.fingerprint256 && previous.pair.chainPem === pair.chainPem) {
-      return { status: 'unchanged', source, pair: previous.pair };
+      return { status: 'unchanged', source, pair: previous.pair, uncoveredNames: previous.uncoveredNames };
     }
-    const names = source.names.length > 0 ? source.names : pair.leaf.names;
-    const uncoveredNames = names.filter((name) => !pair.leaf.names.some((pattern) => nameMatches(pattern, name)));
-    this.entries.set(source.id, { source, pair, uncoveredNames });
+    const uncovered = uncoveredNames(source, pair);
+    this.entries.set(source.id, { source, pair, uncoveredNames: uncovered });
     this.rebuildIndex();
     this.emit('change');
-    return previous ? { status: 'replaced', source, pair, previous: previous.pair } : { status: 'added', source, pair };
+    return previous
+      ? { status: 'replaced', source, pair, previous: previous.pair, uncoveredNames: uncovered }
+      : { status: 'added', source, pair, uncoveredNames: uncovered };
   }
 
   /** Reloads every source; drops entries whose source is no longer configured. */
   reloadAll(sources: CertificateSource[], now = new Date()): ReloadOutcome[] {
     const wanted = new Set(sources.map((s) => s.id));
     let dropped = false;
-    for (const id of [...this.entries.keys()]) {
+    for (const id of [...this.sources.keys()]) {
       if (!wanted.has(id)) {
-        this.entries.delete(id);
-        dropped = true;
+        this.sources.delete(id);
+        this.refusals.delete(id);
+        dropped = this.entries.delete(id) || dropped;
       }
     }
     if (dropped) {
@@ -129,6 +155,15 @@ export class CertificateStore extends EventEmitter {
   /** The pair serving `servername`, without falling back to the default. */
   pairFor(servername: string): LoadedPair | null {
     return this.lookup(servername)?.pair ?? null;
+  }
+
+  /** Every source the store was asked to load, in the order first seen, with its state. */
+  states(): SourceState[] {
+    return [...this.sources.values()].map((source) => ({
+      source,
+      entry: this.entries.get(source.id) ?? null,
+      refusal: this.refusals.get(source.id) ?? null,
+    }));
   }
 
   list(): StoreEntry[] {

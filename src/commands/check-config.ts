@@ -1,20 +1,12 @@
 // `fedtls check-config`: validate the config file (and that its certificate files load),
 // print a short summary, exit 0 when fedtls would start with it, 1 otherwise.
 
-import { loadConfig, ConfigError } from '../config/load.js';
+import { loadConfigForCommand } from './config-for-command.js';
 import { loadPairFromFiles, CertificateLoadError } from '../certs/pem.js';
 
 export function checkConfigCommand(configPath: string): number {
-  let config;
-  try {
-    config = loadConfig(configPath);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      return 1;
-    }
-    throw error;
-  }
+  const config = loadConfigForCommand(configPath);
+  if (!config) return 1;
   let ok = true;
   const lines = [
     `${config.file}: valid`,

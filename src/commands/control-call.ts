@@ -1,7 +1,7 @@
 // Shared by the commands that talk to the running daemon (renew, certificates, status): find
 // the control socket from the config and turn every failure into one line on stderr.
 
-import { loadConfig, ConfigError } from '../config/load.js';
+import { loadConfigForCommand } from './config-for-command.js';
 import { callDaemon, type ControlCallOptions } from '../ops/control-client.js';
 import type { ControlArgs } from '../ops/control-server.js';
 
@@ -9,16 +9,9 @@ export type DaemonAnswer = { ok: true; result: unknown } | { ok: false; exitCode
 
 /** Calls `command` on the daemon that `configPath` describes; reports failures on stderr. */
 export async function askDaemon(configPath: string, command: string, args: ControlArgs, options: ControlCallOptions = {}): Promise<DaemonAnswer> {
-  let socketPath: string;
-  try {
-    socketPath = loadConfig(configPath).controlSocket;
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      return { ok: false, exitCode: 1 };
-    }
-    throw error;
-  }
+  const config = loadConfigForCommand(configPath);
+  if (!config) return { ok: false, exitCode: 1 };
+  const socketPath = config.controlSocket;
   try {
     return { ok: true, result: await callDaemon(socketPath, command, args, options) };
   } catch (error) {

@@ -1,0 +1,78 @@
+// A running fedtls with hand-managed certificate files, for certificate tests: writes the
+// files, starts the real daemon, and turns "SIGHUP and wait until every source has logged
+// its outcome" into one call. Also reads what a TLS client really receives on the wire.
+
+import { execFile } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { startBackend, type Backend } from './backend.js';
+import { boundPort, startDaemon, tempDir, writeConfig, type LogLine, type RunningDaemon } from './daemon.js';
+import { freePort } from './pebble.js';
+
+export const OUTCOME_EVENTS = new Set(['certificate_added', 'certificate_replaced', 'certificate_kept', 'certificate_refused', 'certificate_missing']);
+
+/** Serial numbers as hex without leading zeros, so openssl's and Node's spellings compare equal. */
+export const serialOf = (serial: string): string => serial.toLowerCase().replace(/^0+/, '');
+
+/** Replaces a file the way careful tools do (write beside it, rename over it). */
+export function replaceFile(file: string, content: string | Buffer): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, content);
+  renameSync(temp, file);
+}
+
+export interface CertDaemon {
+  daemon: RunningDaemon;
+  backend: Backend;
+  dir: string;
+  configFile: string;
+  port: number;
+  /** SIGHUP, then resolves with the outcome lines of that reload (one per source). */
+  reload(): Promise<LogLine[]>;
+  /** Log lines logged since `mark` (a logs.length taken earlier). */
+  since(mark: number): LogLine[];
+  close(): Promise<void>;
+}
+
+export async function startCertDaemon(options: { serverName: string; config: (dir: string) => Record<string, unknown>; sources: number }): Promise<CertDaemon> {
+  const dir = tempDir('fedtls-certs-');
+  const backend = await startBackend();
+  const configFile = writeConfig(dir, {
+    server_name: options.serverName, backend: backend.url,
+    listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
+    state_dir: path.join(dir, 'state'),
+    acme: { enabled: false },
+    ...options.config(dir),
+  });
+  const daemon = await startDaemon(configFile);
+  const isOutcome = (line: LogLine): boolean => OUTCOME_EVENTS.has(String(line.event));
+  return {
+    daemon, backend, dir, configFile,
+    port: boundPort(daemon, 'federation'),
+    since: (mark) => daemon.logs.slice(mark),
+    async reload() {
+      const mark = daemon.logs.length;
+      daemon.signal('SIGHUP');
+      await daemon.waitForLog((line) => isOutcome(line) && daemon.logs.slice(mark).filter(isOutcome).length >= options.sources, 20_000, `${options.sources} certificate outcome line(s) after SIGHUP`);
+      return daemon.logs.slice(mark).filter(isOutcome);
+    },
+    async close() {
+      await daemon.stop();
+      await backend.close();
+    },
+  };
+}
+
+/** The certificates the server sent in the handshake, as `openssl s_client -showcerts` prints them (leaf first). */
+export function servedChain(options: { port: number; servername?: string }): Promise<{ subjects: string[]; pems: string[] }> {
+  const args = ['s_client', '-connect', `127.0.0.1:${options.port}`, '-showcerts', ...(options.servername ? ['-servername', options.servername] : ['-noservername'])];
+  return new Promise((resolve, reject) => {
+    const child = execFile('openssl', args, { timeout: 20_000 }, (error, stdout) => {
+      const pems = stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+      const subjects = [...stdout.matchAll(/^\s*\d+ s:(.*)$/gm)].map((m) => m[1]!.trim());
+      if (pems.length === 0) reject(new Error(`openssl s_client got no certificate: ${error?.message ?? ''}\n${stdout}`));
+      else resolve({ subjects, pems });
+    });
+    child.stdin?.end();
+  });
+}
