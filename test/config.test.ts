@@ -58,6 +58,16 @@ describe('config validation', () => {
     expect(run.stdout() + run.stderr()).toMatch(/proxy\.max_body_size: expected a size/);
   });
 
+  it('refuses proxy settings that cannot work and says which', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', proxy: { trusted_proxies: ['10.0.0.0/8', 'fd00::/8', '10.0.0.1/40', 'proxy.example'], connect_timeout: 0 } });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/proxy\.trusted_proxies: "10\.0\.0\.1\/40" is not an IP address or CIDR range/);
+    expect(output).toMatch(/proxy\.trusted_proxies: "proxy\.example" is not an IP address/);
+    expect(output).toMatch(/3 problems in the config/); // the valid ranges are not among them
+    expect(output).toMatch(/proxy\.connect_timeout: must be at least 100ms/);
+  });
+
   it('a valid minimal config passes check-config', async () => {
     const file = writeConfig(tempDir(), { server_name: 'example.org' });
     const { code, output } = await checkConfig(file);

@@ -96,6 +96,14 @@ function readDuration(reader: ObjectReader, key: string, fallbackMs: number): nu
   return ms;
 }
 
+function isAddressOrCidr(text: string): boolean {
+  const [address = '', bits, extra] = text.split('/');
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}
+
 function readSize(reader: ObjectReader, key: string, fallback: number): number {
   const value = reader.raw(key);
   if (value === undefined || value === null) return fallback;
@@ -255,6 +263,12 @@ export function buildConfig(raw: unknown, file: string): Config {
   };
   for (const blocked of proxy.blockPaths) {
     if (!blocked.startsWith('/')) proxyReader.problem('block_paths', `"${blocked}" must start with "/"`);
+  }
+  for (const [key, ms] of [['connect_timeout', proxy.connectTimeoutMs], ['response_timeout', proxy.responseTimeoutMs], ['header_timeout', proxy.headerTimeoutMs], ['idle_timeout', proxy.idleTimeoutMs]] as const) {
+    if (ms < 100) proxyReader.problem(key, `must be at least 100ms (got ${ms} ms)`);
+  }
+  for (const entry of proxy.trustedProxies) {
+    if (!isAddressOrCidr(entry)) proxyReader.problem('trusted_proxies', `"${entry}" is not an IP address or CIDR range (examples: "10.0.0.5", "10.0.0.0/8", "fd00::/8")`);
   }
   proxyReader.finish();
 

@@ -1,23 +1,24 @@
-// The reverse proxy from the TLS listeners to the homeserver. Owns: forwarding the
-// request-target byte for byte (federation signatures cover it), the header rules
-// (Host unchanged, X-Forwarded-For/-Proto set by us, hop-by-hop headers dropped both ways,
-// repeated headers kept), streaming bodies both ways with the body-size limit, backend
-// timeouts, and tearing down the other side when either side goes away.
+// The reverse proxy from the TLS listeners to the homeserver. Owns, per request: refusing what
+// must not be forwarded (bad target, blocked path, ambiguous headers, body over
+// proxy.max_body_size — before any 100 Continue), forwarding the request-target byte for byte
+// (federation signatures cover it) with the header rules of proxy-headers.ts, streaming
+// bodies both ways with backpressure, the backend timeouts, and tearing the other side down
+// when either side goes away: a client that leaves destroys the upstream request at once; a
+// backend that dies mid-response breaks the client connection (never a truncated response
+// that looks complete). Errors fedtls makes itself are Matrix JSON. Nothing here throws into
+// the event loop.
 // Built on node:http rather than http-proxy: http-proxy merges "//" in paths, folds repeated
 // request headers, and cannot tell a backend timeout from a reset (see DESIGN.md).
 
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
+import type { Socket } from 'node:net';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { sendMatrixError } from './matrix-errors.js';
-
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate',
-]);
-const FORWARDING_HEADERS = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded']);
+import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
+import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
 
 export interface ProxyCounters {
   inFlight: number;
@@ -26,9 +27,18 @@ export interface ProxyCounters {
 }
 
 export interface ProxyHandler {
+  /** The server's 'request' handler. */
   (req: IncomingMessage, res: ServerResponse): void;
+  /** The server's 'checkContinue' handler: refuses (413, 404, …) before the client sends a body, else sends 100 Continue and forwards. */
+  checkContinue(req: IncomingMessage, res: ServerResponse): void;
   counters: ProxyCounters;
+  /** Closes the keep-alive connections to the backend. */
   close(): void;
+}
+
+export interface ProxyOptions {
+  config: ProxyConfig;
+  log: Logger;
 }
 
 /** IPv4 peers arrive as ::ffff:1.2.3.4 on dual-stack sockets; peers expect the dotted quad. */
@@ -37,39 +47,39 @@ export function normalizePeerAddress(address: string | undefined): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
-function headerTokens(value: string | undefined): string[] {
-  return (value ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+/** `proxy.trusted_proxies` (addresses or CIDR ranges) as a lookup. */
+export function trustedPeerMatcher(entries: readonly string[]): (peer: string) => boolean {
+  if (entries.length === 0) return () => false;
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address = '', bits] = entry.split('/');
+    const family = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(normalizePeerAddress(address), family);
+    else list.addSubnet(address, Number(bits), family);
+  }
+  return (peer) => {
+    const family = isIP(peer);
+    return family !== 0 && list.check(peer, family === 6 ? 'ipv6' : 'ipv4');
+  };
 }
 
-/** Copies raw headers (keeping order, case and repeats) minus hop-by-hop and `drop`. */
-function filterRawHeaders(raw: string[], drop: Set<string>): string[] {
-  const connectionListed = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === 'connection') headerTokens(raw[i + 1]).forEach((t) => connectionListed.add(t));
-  }
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(name) || connectionListed.has(name) || drop.has(name)) continue;
-    out.push(raw[i]!, raw[i + 1]!);
-  }
-  return out;
-}
-
-export interface ProxyOptions {
-  config: ProxyConfig;
-  log: Logger;
-}
+/** Errors on a pooled keep-alive socket that the backend had already closed: safe to retry once without a body. */
+const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+const CLOSE_CONNECTION = { Connection: 'close' } as const;
+const NO_EXTRA_HEADERS = {} as const;
 
 export function createProxyHandler({ config, log }: ProxyOptions): ProxyHandler {
   const backend = config.backend;
   const isHttps = backend.protocol === 'https:';
-  const agentOptions = { keepAlive: true, maxSockets: config.maxBackendSockets, maxFreeSockets: 64, timeout: config.idleTimeoutMs };
+  const agentOptions = { keepAlive: true, maxSockets: config.maxBackendSockets, maxFreeSockets: Math.min(64, config.maxBackendSockets), timeout: config.idleTimeoutMs };
   const agent = isHttps ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
   const request = isHttps ? https.request : http.request;
   const port = Number(backend.port) || (isHttps ? 443 : 80);
   const hostname = backend.hostname.replace(/^\[|\]$/g, '');
-  const trusted = new Set(config.trustedProxies.map((a) => normalizePeerAddress(a)));
+  const servername = isHttps && !isIP(hostname) ? hostname : undefined;
+  const isBlocked = blockedPathMatcher(config.blockPaths);
+  const isTrusted = trustedPeerMatcher(config.trustedProxies);
+  const tooLargeMessage = `The request body is larger than this server accepts (proxy.max_body_size, ${config.maxBodySize} bytes)`;
   const counters: ProxyCounters = { inFlight: 0, byStatusClass: {}, backendErrors: 0 };
 
   const countStatus = (status: number): void => {
@@ -77,120 +87,176 @@ export function createProxyHandler({ config, log }: ProxyOptions): ProxyHandler 
     counters.byStatusClass[key] = (counters.byStatusClass[key] ?? 0) + 1;
   };
 
-  const handler = ((req: IncomingMessage, res: ServerResponse) => {
-    const target = req.url ?? '/';
-    const peer = normalizePeerAddress(req.socket.remoteAddress);
-    const pathOnly = target.split('?', 1)[0]!;
+  /**
+   * Answers with fedtls's own error. Closes the connection when an unread body would follow,
+   * or when the request was ambiguous (`closeAnyway`): what comes next on it cannot be trusted.
+   */
+  const refuse = (req: IncomingMessage, res: ServerResponse, status: number, errcode: string, message: string, closeAnyway = false): void => {
+    countStatus(status);
+    const bodyPending = !req.complete && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0');
+    sendMatrixError(res, status, errcode, message, closeAnyway || bodyPending ? CLOSE_CONNECTION : NO_EXTRA_HEADERS);
+  };
 
-    if (!target.startsWith('/')) {
-      countStatus(400);
-      sendMatrixError(res, 400, 'M_UNRECOGNIZED', 'Only origin-form request targets are accepted');
+  const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
+    res.on('error', (error: NodeJS.ErrnoException) => log.debug({ event: 'client_write_failed', error: error.code ?? error.message }, 'writing to the client failed'));
+    const method = req.method ?? 'GET';
+    const parsed = parseRequestTarget(req.url ?? '', method);
+    if (parsed.form === 'invalid') {
+      refuse(req, res, 400, 'M_UNRECOGNIZED', `Bad request-target: ${parsed.reason}`, true);
       return;
     }
-    if (config.blockPaths.some((prefix) => pathOnly === prefix || pathOnly.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`))) {
-      countStatus(404);
-      sendMatrixError(res, 404, 'M_NOT_FOUND', 'Not found');
+    if (isBlocked(parsed.target)) {
+      refuse(req, res, 404, 'M_NOT_FOUND', 'Not found');
       return;
     }
     const declaredLength = req.headers['content-length'];
     if (declaredLength !== undefined && Number(declaredLength) > config.maxBodySize) {
-      countStatus(413);
-      sendMatrixError(res, 413, 'M_TOO_LARGE', `Request body is larger than this server accepts (${config.maxBodySize} bytes)`, { Connection: 'close' });
-      req.resume();
+      refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
       return;
     }
+    const peer = normalizePeerAddress(req.socket.remoteAddress);
+    let host: string | undefined;
+    if (parsed.form === 'absolute') host = parsed.authority;
+    else if (req.headers.host === undefined && req.httpVersion === '1.0') host = (req.socket as { servername?: string | false }).servername || backend.host;
+    const verdict = requestHeadersForBackend(req.rawHeaders, req.httpVersion, { peer, peerIsTrusted: isTrusted(peer), host, dropExpect: expectsContinue });
+    if (!verdict.ok) {
+      refuse(req, res, verdict.status, verdict.errcode, verdict.reason, true);
+      return;
+    }
+    if (expectsContinue) res.writeContinue();
+    forward(req, res, method, parsed.target, verdict.headers, peer);
+  };
 
-    const fromTrustedProxy = trusted.has(peer);
-    const headers = filterRawHeaders(req.rawHeaders, fromTrustedProxy ? new Set(['x-forwarded-proto']) : FORWARDING_HEADERS);
-    const claimedFor = fromTrustedProxy ? req.headers['x-forwarded-for'] : undefined;
-    headers.push('X-Forwarded-For', claimedFor ? `${claimedFor}, ${peer}` : peer, 'X-Forwarded-Proto', 'https');
-
+  const forward = (req: IncomingMessage, res: ServerResponse, method: string, target: string, headers: string[], peer: string): void => {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+    const logPath = target.length > 200 ? target.slice(0, 200) : target;
     counters.inFlight += 1;
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
+    let settled = false;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
       counters.inFlight -= 1;
     };
-
-    const upstream = request({
-      host: hostname, port, method: req.method, path: target, headers, agent, setHost: false,
-      ...(isHttps ? { servername: isIP(hostname) ? undefined : hostname } : {}),
-    });
-    let timedOut = false;
-    let connectTimer: NodeJS.Timeout | null = setTimeout(() => {
-      timedOut = true;
-      upstream.destroy(new Error('connect timeout'));
-    }, config.connectTimeoutMs);
-    upstream.on('socket', (socket) => {
-      const clear = (): void => { if (connectTimer) { clearTimeout(connectTimer); connectTimer = null; } };
-      if (!socket.connecting) clear(); else socket.once('connect', clear);
-    });
-    upstream.setTimeout(config.responseTimeoutMs, () => {
-      timedOut = true;
-      upstream.destroy(new Error('response timeout'));
-    });
-
+    let upstream: ClientRequest | null = null;
+    let clientGone = false;
     let received = 0;
-    req.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > config.maxBodySize) {
-        req.unpipe(upstream);
-        upstream.destroy();
-        countStatus(413);
-        sendMatrixError(res, 413, 'M_TOO_LARGE', `Request body is larger than this server accepts (${config.maxBodySize} bytes)`, { Connection: 'close' });
-        finish();
-      }
-    });
-    req.pipe(upstream);
 
-    // The client went away before the response finished: drop the upstream request at once.
-    res.on('close', () => {
+    // The client went away before its response was complete: drop the upstream request now.
+    res.once('close', () => {
       if (!res.writableFinished) {
-        upstream.destroy();
-        if (!finished) log.debug({ event: 'client_aborted', path: pathOnly.slice(0, 200), peer }, 'client closed the connection before the response was complete');
+        clientGone = true;
+        upstream?.destroy();
+        log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
       }
-      finish();
+      settle();
     });
 
-    upstream.on('response', (upstreamRes) => {
-      if (connectTimer) clearTimeout(connectTimer);
-      upstream.setTimeout(0);
-      const status = upstreamRes.statusCode ?? 502;
-      if (res.headersSent || res.destroyed) {
-        upstreamRes.destroy();
-        return;
-      }
-      countStatus(status);
-      res.writeHead(status, upstreamRes.statusMessage, filterRawHeaders(upstreamRes.rawHeaders, new Set()));
-      upstreamRes.pipe(res);
-      upstreamRes.on('error', () => res.destroy());
-      upstreamRes.on('aborted', () => res.destroy());
-    });
+    if (hasBody) {
+      req.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received <= config.maxBodySize) return;
+        req.unpipe();
+        req.removeAllListeners('data');
+        upstream?.destroy();
+        upstream = null;
+        log.info({ event: 'request_too_large', method, path: logPath, peer, limit: config.maxBodySize }, 'request body over proxy.max_body_size; refused with 413');
+        if (res.headersSent) res.destroy();
+        else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
+        req.resume();
+      });
+    }
 
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (connectTimer) clearTimeout(connectTimer);
-      if (res.writableEnded || res.destroyed || req.destroyed && !res.headersSent && req.readableAborted) {
-        finish();
+    const send = (attempt: number): void => {
+      let outgoing: ClientRequest;
+      try {
+        outgoing = request({ host: hostname, port, method, path: target, headers, agent, setHost: false, servername });
+      } catch (error) {
+        // Node refuses a target or header it could not write safely: nothing was sent.
+        refuse(req, res, 400, 'M_UNRECOGNIZED', `The request cannot be forwarded: ${(error as Error).message}`);
+        settle();
         return;
       }
-      counters.backendErrors += 1;
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      if (timedOut) {
-        countStatus(504);
-        log.warn({ event: 'backend_timeout', path: pathOnly.slice(0, 200), error: error.message }, `the homeserver at ${backend.origin} did not answer in time`);
-        sendMatrixError(res, 504, 'M_UNKNOWN', 'The homeserver did not answer in time');
-      } else {
-        countStatus(502);
-        log.warn({ event: 'backend_unreachable', backend: backend.origin, error: error.code ?? error.message }, `cannot reach the homeserver at ${backend.origin}: ${error.code ?? error.message}`);
-        sendMatrixError(res, 502, 'M_UNKNOWN', 'The homeserver is unreachable');
-      }
-    });
-  }) as ProxyHandler;
+      upstream = outgoing;
+      let timedOut = false;
+      let responded = false;
+      const connectTimer = setTimeout(() => {
+        timedOut = true;
+        outgoing.destroy(new Error(`no connection to the backend within proxy.connect_timeout (${config.connectTimeoutMs} ms)`));
+      }, config.connectTimeoutMs);
+      outgoing.once('socket', (socket: Socket) => {
+        if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
+        else clearTimeout(connectTimer);
+      });
+      // Idle time on the backend connection: waiting for the answer, or between body bytes.
+      outgoing.setTimeout(config.responseTimeoutMs, () => {
+        timedOut = true;
+        outgoing.destroy(new Error(`the backend sent nothing for proxy.response_timeout (${config.responseTimeoutMs} ms)`));
+      });
 
+      outgoing.once('response', (upstreamRes: IncomingMessage) => {
+        responded = true;
+        clearTimeout(connectTimer);
+        if (clientGone || res.headersSent || res.destroyed) {
+          upstreamRes.destroy();
+          return;
+        }
+        const status = upstreamRes.statusCode ?? 502;
+        const responseHeaders = responseHeadersForClient(upstreamRes.rawHeaders);
+        // The backend answered before the whole request body arrived: this connection cannot be reused.
+        if (hasBody && !req.complete) responseHeaders.push('Connection', 'close');
+        try {
+          res.writeHead(status, upstreamRes.statusMessage, responseHeaders);
+        } catch (error) {
+          upstreamRes.destroy();
+          counters.backendErrors += 1;
+          log.warn({ event: 'backend_bad_response', path: logPath, error: (error as Error).message }, `the homeserver's response cannot be passed on: ${(error as Error).message}`);
+          refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver sent a response that cannot be passed on');
+          return;
+        }
+        countStatus(status);
+        upstreamRes.pipe(res);
+        // The backend went away mid-body: break the client connection so the cut is visible.
+        upstreamRes.once('close', () => {
+          if (!upstreamRes.complete && !res.destroyed) {
+            log.info({ event: 'backend_response_cut', path: logPath }, 'the homeserver closed the connection in the middle of a response');
+            res.destroy();
+          }
+        });
+        upstreamRes.on('error', () => undefined); // reported through 'close' above
+      });
+
+      outgoing.on('error', (error: NodeJS.ErrnoException) => {
+        clearTimeout(connectTimer);
+        // After the response head, a cut is handled by upstreamRes 'close'; a write error on
+        // the request body (backend answered early, then closed) changes nothing for the client.
+        if (clientGone || upstream !== outgoing || responded) return;
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        if (!responded && !timedOut && attempt === 0 && !hasBody && outgoing.reusedSocket && STALE_SOCKET_ERRORS.has(error.code ?? '')) {
+          log.debug({ event: 'backend_retry', path: logPath, error: error.code }, 'a pooled backend connection was closed by the backend; retrying once on a new one');
+          send(1);
+          return;
+        }
+        counters.backendErrors += 1;
+        if (timedOut) {
+          log.warn({ event: 'backend_timeout', method, path: logPath, error: error.message }, `the homeserver at ${backend.origin} did not answer in time: ${error.message}`);
+          refuse(req, res, 504, 'M_UNKNOWN', 'The homeserver did not answer in time');
+        } else {
+          log.warn({ event: 'backend_unreachable', backend: backend.origin, error: error.code ?? error.message }, `cannot reach the homeserver at ${backend.origin}: ${error.code ?? error.message}`);
+          refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver is unreachable');
+        }
+      });
+
+      if (!hasBody) outgoing.end();
+      else if (attempt === 0) req.pipe(outgoing);
+    };
+    send(0);
+  };
+
+  const handler = ((req, res) => handle(req, res, false)) as ProxyHandler;
+  handler.checkContinue = (req, res) => handle(req, res, true);
   handler.counters = counters;
   handler.close = () => agent.destroy();
   return handler;

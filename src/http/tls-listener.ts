@@ -1,18 +1,27 @@
 // The TLS listeners (federation port 8448, optional HTTPS 443). Owns: choosing the
 // certificate per handshake from the store (SNI → its pair; no SNI or unknown name → the
-// default pair), following store swaps so the very next handshake gets the new pair, and
-// HTTP server timeouts. Requests go to the handler it is given.
+// default pair), following store swaps so the very next handshake gets the new pair, ALPN
+// (http/1.1 only: HTTP/2 clients such as `curl --http2` settle on HTTP/1.1), the client-side
+// timeouts (TLS handshake and request headers within proxy.header_timeout, idle keep-alive
+// within proxy.idle_timeout), and answering what the HTTP parser refuses (client-errors.ts).
+// Requests go to the handler it is given.
 
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CertificateStore } from '../certs/store.js';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
+import { answerClientError, answerConnect, answerUnknownExpectation } from './client-errors.js';
+
+/** A request handler; one with `checkContinue` answers `Expect: 100-continue` itself (else Node sends 100 at once). */
+export type RequestHandler = ((req: IncomingMessage, res: ServerResponse) => void) & {
+  checkContinue?: (req: IncomingMessage, res: ServerResponse) => void;
+};
 
 export interface TlsListenerOptions {
   store: CertificateStore;
   proxyConfig: ProxyConfig;
-  handler: (req: IncomingMessage, res: ServerResponse) => void;
+  handler: RequestHandler;
   log: Logger;
 }
 
@@ -35,9 +44,17 @@ export function createTlsServer({ store, proxyConfig, handler, log }: TlsListene
     },
     requestTimeout: 0, // long uploads and long polls are bounded by the proxy's own timeouts
     headersTimeout: proxyConfig.headerTimeoutMs,
+    // Node checks headersTimeout on this interval (default 30 s): check often enough to honour it.
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(proxyConfig.headerTimeoutMs / 4))),
+    handshakeTimeout: proxyConfig.headerTimeoutMs,
     keepAliveTimeout: proxyConfig.idleTimeoutMs,
+    // Missing Host is refused by the proxy with a JSON 400 (Node's own 400 has no body).
+    requireHostHeader: false,
   }, handler);
   server.timeout = 0;
+  if (handler.checkContinue) server.on('checkContinue', handler.checkContinue);
+  server.on('checkExpectation', answerUnknownExpectation);
+  server.on('connect', (req: IncomingMessage, socket) => answerConnect(req, socket, log));
 
   // Handshakes without SNI use the server's own context: keep it on the store's default pair.
   const applyDefault = (): void => {
@@ -54,13 +71,6 @@ export function createTlsServer({ store, proxyConfig, handler, log }: TlsListene
   server.on('tlsClientError', (error: NodeJS.ErrnoException, socket) => {
     log.debug({ event: 'tls_handshake_failed', peer: socket.remoteAddress, error: error.code ?? error.message }, 'TLS handshake failed');
   });
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && !socket.destroyed && error.code !== 'ECONNRESET') {
-      const body = JSON.stringify({ errcode: 'M_UNRECOGNIZED', error: 'Malformed HTTP request' });
-      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    } else {
-      socket.destroy();
-    }
-  });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => answerClientError(error, socket, log));
   return server;
 }

@@ -1,9 +1,11 @@
 // A real homeserver stand-in for tests: an HTTP server on loopback that records exactly what
 // it received (request line, raw headers in order and case, body size), and
-// answers by a per-test rule.
+// answers by a per-test rule. In front of it sits a plain TCP relay that records the raw
+// bytes each connection carried (the first 256 KB per connection: enough for every request
+// line and header block) and counts the connections the proxy holds open to the backend.
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 
 export interface RecordedRequest {
   method: string;
@@ -15,7 +17,12 @@ export interface RecordedRequest {
   /** The request line as received (Node's parser keeps the request-target as sent: no decoding or normalising). */
   requestLine: string;
   aborted: boolean;
+  /** performance.now() when the request arrived, and when the backend saw it end early (aborted). */
+  receivedAt: number;
+  abortedAt: number | null;
 }
+
+const RAW_BYTES_PER_CONNECTION = 256 * 1024;
 
 export type Responder = (req: IncomingMessage, res: ServerResponse, record: RecordedRequest) => void;
 
@@ -24,7 +31,16 @@ export interface Backend {
   port: number;
   requests: RecordedRequest[];
   respond: Responder;
+  /** Connections from the proxy that are open right now. */
   openSockets(): number;
+  /** Connections from the proxy so far. */
+  connectionsAccepted(): number;
+  /** Most connections from the proxy open at the same time. */
+  peakSockets(): number;
+  /** The bytes the proxy sent, per connection, in order (first 256 KB of each). */
+  rawReceived(): Buffer;
+  /** Resolves when a request whose target starts with `prefix` has arrived. */
+  waitForRequest(prefix: string, timeoutMs?: number): Promise<RecordedRequest>;
   close(): Promise<void>;
 }
 
@@ -37,36 +53,89 @@ export const defaultResponder: Responder = (req, res) => {
 export async function startBackend(options: { keepBody?: boolean } = {}): Promise<Backend> {
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>();
+  const innerSockets = new Set<Socket>();
+  const raw: Buffer[][] = [];
+  let accepted = 0;
+  let peak = 0;
+  const arrivals: { prefix: string; resolve: (r: RecordedRequest) => void }[] = [];
   const backend: Backend = {
     url: '', port: 0, requests, respond: defaultResponder,
     openSockets: () => sockets.size,
+    connectionsAccepted: () => accepted,
+    peakSockets: () => peak,
+    rawReceived: () => Buffer.concat(raw.flat()),
+    waitForRequest(prefix, timeoutMs = 20_000) {
+      const found = requests.find((r) => r.target.startsWith(prefix));
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the backend saw no request for ${prefix} within ${timeoutMs} ms`)), timeoutMs);
+        arrivals.push({ prefix, resolve: (r) => { clearTimeout(timer); resolve(r); } });
+      });
+    },
     close: () => new Promise((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
+      for (const socket of [...sockets, ...innerSockets]) socket.destroy();
+      front.close(() => server.close(() => resolve()));
     }),
   };
   const server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
     const record: RecordedRequest = {
       method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, headers: req.headers,
       bodyBytes: 0, body: Buffer.alloc(0), requestLine: `${req.method} ${req.url} HTTP/${req.httpVersion}`, aborted: false,
+      receivedAt: performance.now(), abortedAt: null,
     };
     requests.push(record);
+    for (const waiter of [...arrivals]) {
+      if (record.target.startsWith(waiter.prefix)) {
+        arrivals.splice(arrivals.indexOf(waiter), 1);
+        waiter.resolve(record);
+      }
+    }
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => {
       record.bodyBytes += chunk.length;
       if (options.keepBody) chunks.push(chunk);
     });
     req.on('end', () => { record.body = Buffer.concat(chunks); });
-    req.on('aborted', () => { record.aborted = true; });
-    res.on('close', () => { if (!res.writableFinished) record.aborted = true; });
+    const markAborted = (): void => {
+      if (record.aborted) return;
+      record.aborted = true;
+      record.abortedAt = performance.now();
+    };
+    req.on('aborted', markAborted);
+    res.on('close', () => { if (!res.writableFinished) markAborted(); });
     backend.respond(req, res, record);
   });
   server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    innerSockets.add(socket);
+    socket.on('close', () => innerSockets.delete(socket));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  backend.port = (server.address() as AddressInfo).port;
+  const innerPort = (server.address() as AddressInfo).port;
+
+  // The TCP relay the proxy talks to: records raw bytes, counts connections, and passes
+  // closes and resets through in both directions.
+  const front = net.createServer((socket) => {
+    accepted += 1;
+    sockets.add(socket);
+    peak = Math.max(peak, sockets.size);
+    const chunks: Buffer[] = [];
+    raw.push(chunks);
+    let kept = 0;
+    const inner = net.connect(innerPort, '127.0.0.1');
+    socket.on('data', (chunk: Buffer) => {
+      if (kept < RAW_BYTES_PER_CONNECTION) {
+        chunks.push(Buffer.from(chunk.subarray(0, RAW_BYTES_PER_CONNECTION - kept)));
+        kept += chunk.length;
+      }
+    });
+    socket.pipe(inner).pipe(socket);
+    socket.on('error', () => inner.destroy());
+    inner.on('error', () => socket.destroy());
+    socket.on('close', () => { sockets.delete(socket); inner.destroy(); });
+    inner.on('close', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  backend.port = (front.address() as AddressInfo).port;
   backend.url = `http://127.0.0.1:${backend.port}`;
   return backend;
 }

@@ -1,0 +1,285 @@
+// The proxy's request and header rules over real TLS to a recording backend that sees the
+// raw bytes: request-targets byte for byte (P1), forwarded headers (P7), HTTP/2 clients (P8),
+// hop-by-hop and repeated headers both ways, target forms, HEAD/204/304, blocked paths, and
+// every kind of malformed or ambiguous request refused with Matrix JSON and never forwarded.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import type { Responder } from './helpers/backend.js';
+import { httpsRequest, processStats, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
+
+const responder: Responder = (req, res) => {
+  const url = req.url ?? '';
+  req.resume();
+  req.on('end', () => {
+    if (url.startsWith('/cookies')) {
+      res.writeHead(200, [['Set-Cookie', 'a=1; Path=/'], ['Set-Cookie', 'b=2; Path=/'], ['X-Repeat', 'one'], ['X-Repeat', 'two'],
+        ['Connection', 'X-Backend-Private'], ['X-Backend-Private', 'secret'], ['Keep-Alive', 'timeout=5'], ['Content-Length', '2']]);
+      res.end('ok');
+    } else if (url.startsWith('/no-content')) {
+      res.writeHead(204, { 'X-Kind': 'no-content' });
+      res.end();
+    } else if (url.startsWith('/not-modified')) {
+      res.writeHead(304, { ETag: '"v1"' });
+      res.end();
+    } else {
+      const body = JSON.stringify({ target: url, method: req.method });
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    }
+  });
+};
+
+/** The backend's raw bytes contain exactly this request line. */
+function backendSawRequestLine(fixture: ProxyFixture, method: string, target: string): boolean {
+  return fixture.backend.rawReceived().includes(Buffer.from(`${method} ${target} HTTP/1.1\r\n`, 'latin1'));
+}
+
+function request(target: string, headers = `Host: ${PROXY_TEST_NAME}\r\n`, method = 'GET'): string {
+  return `${method} ${target} HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`;
+}
+
+/** The raw header block the backend received for the request whose target starts with `prefix`. */
+function backendRawHeaders(fixture: ProxyFixture, prefix: string): string[] {
+  const record = fixture.backend.requests.find((r) => r.target.startsWith(prefix));
+  if (!record) throw new Error(`the backend did not receive ${prefix}`);
+  return record.rawHeaders;
+}
+
+function headerValues(raw: string[], name: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) values.push(raw[i + 1]!);
+  return values;
+}
+
+describe('proxy: requests and headers', () => {
+  let fixture: ProxyFixture;
+
+  beforeAll(async () => {
+    fixture = await startProxyFixture();
+    fixture.backend.respond = responder;
+  });
+
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it('P1: the backend receives every request-target byte for byte', async () => {
+    const targets = [
+      // The field case.
+      '/_matrix/federation/v1/event/%24abc%2Fdef',
+      '/_matrix/client/v3/directory/room/%23a%3Aex.org',
+      '/_matrix/client/v3/room_keys/keys/!r%3Aex/ab%2Bc%2Fd?version=1',
+      // The same kind: merged slashes, dot segments, hex case, quotes, encoded UTF-8, odd queries.
+      '//_matrix//federation/v1/query/directory?room_alias=%23a%3Ab',
+      '/_matrix/federation/v1/./state/../state_ids/!a%3Ab?event_id=%24x',
+      '/_matrix/federation/v1/user/devices/%40Al%2fice%3AEx.org',
+      "/_matrix/client/v3/rooms/!r%3Aex/send/m.room.message/it's?x='q'&y=\"dq\"",
+      '/_matrix/media/v3/download/ex.org/caf%C3%A9%e2%82%AC?name=%E2%82%ac%20x+y',
+      '/_matrix/client/v3/search?next_batch=a%2B%2b%25%2525&&=&a==b;c',
+      '/_matrix/key/v2/server/',
+      '/',
+    ];
+    for (const target of targets) {
+      const exchange = await fixture.raw(request(target));
+      expect(exchange.status, target).toBe(200);
+      expect(JSON.parse(exchange.body.split('\r\n').filter((l) => l.startsWith('{')).join('') || exchange.body).target, target).toBe(target);
+      expect(backendSawRequestLine(fixture, 'GET', target), target).toBe(true);
+    }
+    // The recording backend's parser agrees (no decoding on its side either).
+    expect(fixture.backend.requests.map((r) => r.target)).toEqual(expect.arrayContaining(targets));
+  });
+
+  it('P1: an absolute-form target is forwarded as its origin-form bytes, with Host from the target', async () => {
+    const exchange = await fixture.raw(request('https://example.org:8448/_matrix/federation/v1/event/%24a%2F//b?x=%2f', 'Host: ignored.example\r\n'));
+    expect(exchange.status).toBe(200);
+    expect(backendSawRequestLine(fixture, 'GET', '/_matrix/federation/v1/event/%24a%2F//b?x=%2f')).toBe(true);
+    expect(headerValues(backendRawHeaders(fixture, '/_matrix/federation/v1/event/%24a%2F//b'), 'host')).toEqual(['example.org:8448']);
+  });
+
+  it('P1: raw non-ASCII or spaces in the target are refused (400 JSON), never altered and forwarded', async () => {
+    const before = fixture.backend.requests.length;
+    for (const target of ['/_matrix/caf\u00c3\u00a9', '/_matrix/a b', '/_matrix/tab\there']) {
+      const exchange = await fixture.raw(Buffer.from(request(target), 'latin1'));
+      expect(exchange.status, target).toBe(400);
+      expect(exchange.headers['content-type']).toBe('application/json');
+      expect(JSON.parse(exchange.body).errcode).toBe('M_UNRECOGNIZED');
+    }
+    expect(fixture.backend.requests.length).toBe(before);
+  });
+
+  it('P7: X-Forwarded-For is the real peer only, X-Forwarded-Proto is https, Host is as sent', async () => {
+    const exchange = await fixture.raw(request('/p7/forwarded', 'X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: http\r\nHost: example.org:8448\r\n' +
+      'X-Real-IP: 5.6.7.8\r\nForwarded: for=9.9.9.9;proto=http\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-For: 10.0.0.1\r\n'));
+    expect(exchange.status).toBe(200);
+    const raw = backendRawHeaders(fixture, '/p7/forwarded');
+    expect(headerValues(raw, 'x-forwarded-for')).toEqual(['127.0.0.1']);
+    expect(headerValues(raw, 'x-forwarded-proto')).toEqual(['https']);
+    expect(headerValues(raw, 'host')).toEqual(['example.org:8448']);
+    expect(headerValues(raw, 'x-real-ip')).toEqual([]);
+    expect(headerValues(raw, 'forwarded')).toEqual([]);
+    expect(headerValues(raw, 'x-forwarded-host')).toEqual([]);
+    expect(raw.indexOf('Host')).toBeGreaterThanOrEqual(0); // the case as sent
+  });
+
+  it('drops hop-by-hop and Connection-listed headers both ways; keeps repeated headers, their order and case', async () => {
+    const exchange = await fixture.raw(`GET /cookies HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nX-Dup: 1\r\nx-dup: 2\r\nCookie: a=1\r\nCookie: b=2\r\n` +
+      'Connection: close, X-Client-Private\r\nX-Client-Private: s\r\nKeep-Alive: timeout=3\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\n\r\n');
+    expect(exchange.status).toBe(200);
+    const raw = backendRawHeaders(fixture, '/cookies');
+    const names = raw.filter((_, i) => i % 2 === 0);
+    expect(names.filter((n) => /dup|cookie/i.test(n))).toEqual(['X-Dup', 'x-dup', 'Cookie', 'Cookie']);
+    expect(headerValues(raw, 'cookie')).toEqual(['a=1', 'b=2']);
+    for (const gone of ['x-client-private', 'keep-alive', 'te', 'upgrade', 'proxy-connection', 'proxy-authorization']) {
+      expect(headerValues(raw, gone), gone).toEqual([]);
+    }
+    const response = exchange.response.split('\r\n\r\n')[0]!;
+    expect(response.match(/^Set-Cookie: .*$/gim)).toEqual(['Set-Cookie: a=1; Path=/', 'Set-Cookie: b=2; Path=/']);
+    expect(response.match(/^X-Repeat: .*$/gim)).toEqual(['X-Repeat: one', 'X-Repeat: two']);
+    expect(response).not.toMatch(/X-Backend-Private|Keep-Alive/i);
+    expect(exchange.body).toBe('ok');
+  });
+
+  it('passes HEAD, 204 and 304 through without inventing bodies; chunked and fixed-length bodies both arrive', async () => {
+    const head = await fixture.raw(request('/head-check', undefined, 'HEAD'));
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe(String(Buffer.byteLength(JSON.stringify({ target: '/head-check', method: 'HEAD' }))));
+    expect(head.body).toBe('');
+    const noContent = await fixture.raw(request('/no-content'));
+    expect(noContent.status).toBe(204);
+    expect(noContent.body).toBe('');
+    expect(noContent.headers['transfer-encoding']).toBeUndefined();
+    const notModified = await fixture.raw(request('/not-modified'));
+    expect(notModified.status).toBe(304);
+    expect(notModified.body).toBe('');
+    expect(notModified.headers.etag).toBe('"v1"');
+
+    const chunked = await fixture.raw(`PUT /body/chunked HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n`);
+    const fixed = await fixture.raw(`PUT /body/fixed HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 7\r\nConnection: close\r\n\r\nabcdefg`);
+    expect([chunked.status, fixed.status]).toEqual([200, 200]);
+    expect(fixture.backend.requests.find((r) => r.target === '/body/chunked')!.bodyBytes).toBe(7);
+    expect(fixture.backend.requests.find((r) => r.target === '/body/fixed')!.bodyBytes).toBe(7);
+  });
+
+  it('refuses malformed and ambiguous requests with Matrix JSON and never forwards them', async () => {
+    const host = `Host: ${PROXY_TEST_NAME}\r\n`;
+    const cases: [string, string, number][] = [
+      ['two Content-Length', `POST /refuse/1 HTTP/1.1\r\n${host}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd`, 400],
+      ['same Content-Length twice', `POST /refuse/2 HTTP/1.1\r\n${host}Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc`, 400],
+      ['Content-Length list', `POST /refuse/3 HTTP/1.1\r\n${host}Content-Length: 3, 3\r\n\r\nabc`, 400],
+      ['Content-Length + Transfer-Encoding', `POST /refuse/4 HTTP/1.1\r\n${host}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, 400],
+      ['negative Content-Length', `POST /refuse/5 HTTP/1.1\r\n${host}Content-Length: -1\r\n\r\n`, 400],
+      ['Transfer-Encoding gzip, chunked', `POST /refuse/6 HTTP/1.1\r\n${host}Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, 501],
+      ['Transfer-Encoding identity', `POST /refuse/7 HTTP/1.1\r\n${host}Transfer-Encoding: identity\r\n\r\nabc`, 501],
+      ['obs-fold', `GET /refuse/8 HTTP/1.1\r\n${host}X-A: a\r\n  folded\r\n\r\n`, 400],
+      ['space in a header name', `GET /refuse/9 HTTP/1.1\r\n${host}X A: a\r\n\r\n`, 400],
+      ['space before the colon', `GET /refuse/10 HTTP/1.1\r\n${host}X-A : a\r\n\r\n`, 400],
+      ['control character in a value', `GET /refuse/11 HTTP/1.1\r\n${host}X-A: a\u0001b\r\n\r\n`, 400],
+      ['NUL in a value', `GET /refuse/12 HTTP/1.1\r\n${host}X-A: a\u0000b\r\n\r\n`, 400],
+      ['bare LF line endings', `GET /refuse/13 HTTP/1.1\n${host.trim()}\n\n`, 400],
+      ['two Host headers', `GET /refuse/14 HTTP/1.1\r\n${host}Host: other.example\r\n\r\n`, 400],
+      ['no Host in HTTP/1.1', 'GET /refuse/15 HTTP/1.1\r\n\r\n', 400],
+      ['bad chunk size', `POST /refuse/16 HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`, 400],
+      ['bad HTTP version', `GET /refuse/17 HTTP/9.9\r\n${host}\r\n`, 400],
+      ['authority-form for GET', `GET example.org:443 HTTP/1.1\r\n${host}\r\n`, 400],
+      ['userinfo in an absolute target', `GET https://user@example.org/refuse/19 HTTP/1.1\r\n${host}\r\n`, 400],
+      ['CONNECT', `CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n`, 405],
+      ['unknown Expect', `PUT /refuse/21 HTTP/1.1\r\n${host}Expect: something\r\nContent-Length: 1\r\n\r\nx`, 417],
+      ['HTTP/2 preface without ALPN', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505],
+      ['headers over the size limit', `GET /refuse/23 HTTP/1.1\r\n${host}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+    ];
+    const before = fixture.backend.requests.length;
+    for (const [what, bytes, status] of cases) {
+      const exchange = await fixture.raw(Buffer.from(bytes, 'latin1'));
+      expect(exchange.status, what).toBe(status);
+      expect(exchange.headers['content-type'], what).toBe('application/json');
+      const body = JSON.parse(exchange.body) as { errcode: string; error: string };
+      expect(body.errcode, what).toMatch(/^M_[A-Z_]+$/);
+      expect(body.error.length, what).toBeGreaterThan(5);
+    }
+    expect(fixture.backend.requests.length).toBe(before);
+    expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
+  });
+
+  it('blocks /_synapse/admin however the path is spelled (404 JSON); forwards what is merely similar', async () => {
+    const blocked = ['/_synapse/admin', '/_synapse/admin/v1/users', '/_synapse/%61dmin/v1/users', '//_synapse//admin/v1/users',
+      '/_matrix/../_synapse/admin/v1/users', '/_synapse/./admin/', '/_SYNAPSE/Admin/v1', '/_synapse%2Fadmin/v1', '/_synapse/admin;x/v1', '/_synapse/admin?x=1'];
+    for (const target of blocked) {
+      const exchange = await fixture.raw(request(target));
+      expect(exchange.status, target).toBe(404);
+      expect(JSON.parse(exchange.body).errcode, target).toBe('M_NOT_FOUND');
+    }
+    expect(fixture.backend.requests.some((r) => /synapse/i.test(r.target))).toBe(false);
+    const similar = await fixture.raw(request('/_synapse/administrator-notes'));
+    expect(similar.status).toBe(200);
+    expect(backendSawRequestLine(fixture, 'GET', '/_synapse/administrator-notes')).toBe(true);
+  });
+
+  it('OPTIONS * and HTTP/1.0 without Host are forwarded (Host from the TLS name)', async () => {
+    const star = await fixture.raw(request('*', undefined, 'OPTIONS'));
+    expect(star.status).toBe(200);
+    expect(backendSawRequestLine(fixture, 'OPTIONS', '*')).toBe(true);
+    const old = await fixture.raw('GET /http10 HTTP/1.0\r\n\r\n');
+    expect(old.status).toBe(200);
+    expect(headerValues(backendRawHeaders(fixture, '/http10'), 'host')).toEqual([PROXY_TEST_NAME]);
+  });
+
+  it('P8: curl --http2 gets a correct answer (ALPN settles on http/1.1)', async () => {
+    const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile('curl', ['--http2', '-sS', '--cacert', fixture.caFile, '--resolve', `${PROXY_TEST_NAME}:${fixture.port}:127.0.0.1`,
+        '-w', '\n%{http_version} %{http_code}', `https://${PROXY_TEST_NAME}:${fixture.port}/_matrix/federation/v1/version`],
+      (error, out, err) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout: out, stderr: err }));
+    });
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const [body, status] = stdout.split('\n');
+    expect(status).toBe('1.1 200');
+    expect(JSON.parse(body!).target).toBe('/_matrix/federation/v1/version');
+    expect(backendSawRequestLine(fixture, 'GET', '/_matrix/federation/v1/version')).toBe(true);
+  });
+
+  it('P8: a client that offers only h2 is refused cleanly at the TLS layer, and the daemon keeps serving', async () => {
+    const alpn = await new Promise<string>((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: fixture.port, servername: PROXY_TEST_NAME, ca: fixture.ca, ALPNProtocols: ['h2'] }, () => {
+        resolve(`negotiated:${String(socket.alpnProtocol)}`);
+        socket.destroy();
+      });
+      socket.on('error', (error: NodeJS.ErrnoException) => resolve(`error:${error.code ?? error.message}`));
+    });
+    // Either the handshake is refused (no_application_protocol) or completes without h2.
+    expect(alpn).toMatch(/^(error:ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL|negotiated:false)$/);
+    const session = http2.connect(`https://127.0.0.1:${fixture.port}`, { servername: PROXY_TEST_NAME, ca: fixture.ca });
+    const h2Error = await new Promise<string>((resolve) => {
+      session.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      session.on('connect', () => resolve('connected'));
+    });
+    session.destroy();
+    expect(h2Error).not.toBe('connected');
+    const after = await httpsRequest(fixture, { path: '/after-h2' });
+    expect(after.status).toBe(200);
+    expect(processStats(fixture.pid).openFds).toBeGreaterThan(0); // still running
+  });
+});
+
+describe('proxy: behind a trusted proxy', () => {
+  let fixture: ProxyFixture;
+
+  beforeAll(async () => {
+    fixture = await startProxyFixture({ proxy: { trusted_proxies: ['127.0.0.0/8'] } });
+  });
+
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it('P7: keeps the chain a trusted proxy sends and appends the peer; still one header each', async () => {
+    const exchange = await fixture.raw(request('/p7/trusted', `Host: example.org:8448\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.2\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 1.1.1.1\r\n`));
+    expect(exchange.status).toBe(200);
+    const raw = backendRawHeaders(fixture, '/p7/trusted');
+    expect(headerValues(raw, 'x-forwarded-for')).toEqual(['203.0.113.7, 198.51.100.2, 127.0.0.1']);
+    expect(headerValues(raw, 'x-forwarded-proto')).toEqual(['https']);
+    expect(headerValues(raw, 'x-real-ip')).toEqual([]);
+  });
+});
