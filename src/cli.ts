@@ -7,6 +7,7 @@ import { checkConfigCommand } from './commands/check-config.js';
 import { demoCommand } from './commands/demo.js';
 import { renewCommand } from './commands/renew.js';
 import { certificatesCommand } from './commands/certificates.js';
+import { checkCommand } from './commands/check.js';
 
 const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
 
@@ -22,6 +23,11 @@ Usage:
                                         ask the running daemon to renew now (if due; --force:
                                         regardless); --dry-run: obtain a throw-away certificate
                                         from the staging/test CA, touching nothing served
+  fedtls check [SERVER_NAME] [--json] [--ca FILE] [--resolver IP:PORT] [--timeout SECONDS]
+                                        check federation with SERVER_NAME (default: the config's
+                                        server_name) as a remote homeserver would; exit 0 if it works
+                                        test setups only: --well-known-port N (instead of 443),
+                                        --fallback-port N (instead of 8448)
   fedtls help                           this text
 
 --config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}.
@@ -37,6 +43,11 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
       'dry-run': { type: 'boolean', default: false },
+      ca: { type: 'string' },
+      resolver: { type: 'string' },
+      timeout: { type: 'string' },
+      'well-known-port': { type: 'string' },
+      'fallback-port': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -48,6 +59,11 @@ async function main(argv: string[]): Promise<number> {
       return checkConfigCommand(values.config!);
     case 'certificates':
       return certificatesCommand(values.config!, { json: values.json! });
+    case 'check':
+      return checkCommand({
+        serverName: positionals[0], configPath: values.config!, json: values.json!, ca: values.ca, resolver: values.resolver,
+        timeout: values.timeout, wellKnownPort: values['well-known-port'], fallbackPort: values['fallback-port'],
+      });
     case 'demo':
       return demoCommand({ keep: values.keep! });
     case 'renew':
