@@ -8,6 +8,7 @@ import { demoCommand } from './commands/demo.js';
 import { renewCommand } from './commands/renew.js';
 import { certificatesCommand } from './commands/certificates.js';
 import { checkCommand } from './commands/check.js';
+import { statusCommand } from './commands/status.js';
 
 const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
 
@@ -28,6 +29,8 @@ Usage:
                                         server_name) as a remote homeserver would; exit 0 if it works
                                         test setups only: --well-known-port N (instead of 443),
                                         --fallback-port N (instead of 8448)
+  fedtls status [--json]                what the running daemon serves: listeners, certificates
+                                        (expiry, next renewal), last ACME error, backend, uptime
   fedtls help                           this text
 
 --config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}.
@@ -66,6 +69,8 @@ async function main(argv: string[]): Promise<number> {
       });
     case 'demo':
       return demoCommand({ keep: values.keep! });
+    case 'status':
+      return statusCommand({ configPath: values.config!, json: values.json! });
     case 'renew':
       return renewCommand({ configPath: values.config!, name: positionals[0], force: values.force!, dryRun: values['dry-run']!, json: values.json! });
     case undefined:

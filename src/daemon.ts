@@ -4,8 +4,7 @@
 // SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded), then exit.
 
 import http from 'node:http';
-import type https from 'node:https';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Config, ListenAddress } from './config/types.js';
 import type { Logger } from './ops/log.js';
 import { CertificateStore, type CertificateSource, type ReloadOutcome } from './certs/store.js';
@@ -21,6 +20,8 @@ import { bindListener } from './http/listen.js';
 import { ControlServer } from './ops/control-server.js';
 import { registerAcmeCommands } from './acme/control-commands.js';
 import { registerCertificateCommands } from './certs/control-commands.js';
+import { DaemonMetrics, createMetricsHandler } from './ops/metrics.js';
+import { buildStatusReport } from './ops/status.js';
 
 export interface BoundListener {
   role: 'http' | 'federation' | 'https' | 'metrics';
@@ -88,6 +89,9 @@ export class Daemon {
   private proxy: ProxyHandler | null = null;
   private stopping: Promise<void> | null = null;
   readonly startedAt = new Date();
+  readonly metrics = new DaemonMetrics();
+  /** Every client connection of every listener, so a drain that runs out of time can end them all (even mid-handshake). */
+  private readonly clientSockets = new Set<Socket>();
 
   constructor(
     readonly config: Config,
@@ -101,6 +105,17 @@ export class Daemon {
     this.control = new ControlServer(config.controlSocket, log);
     registerAcmeCommands(this.control, this.acme);
     registerCertificateCommands(this.control, this.store);
+    this.control.register('status', () => buildStatusReport({
+      serverName: config.serverName, startedAt: this.startedAt, listeners: this.listeners,
+      store: this.store, acme: this.acme, backend: config.proxy.backend,
+    }));
+  }
+
+  /** The metrics scrape: counters kept by DaemonMetrics plus what the store and ACME know now. */
+  renderMetrics(): string {
+    const certificates = this.store.list().flatMap(({ source, pair }) =>
+      (source.names.length > 0 ? source.names : pair.leaf.names).map((name) => ({ name, source: source.id, notAfter: pair.leaf.notAfter })));
+    return this.metrics.render({ certificates, renewals: this.acme?.getStatus().orders ?? null, startedAt: this.startedAt });
   }
 
   /** Re-reads every certificate file. Called at start and on SIGHUP. */
@@ -123,6 +138,11 @@ export class Daemon {
   private async bindAll(role: BoundListener['role'], addresses: ListenAddress[], createServer: () => Server, configKey: string): Promise<void> {
     for (const address of addresses) {
       const server = createServer();
+      if (role !== 'metrics') this.metrics.observeListener(role, server);
+      server.on('connection', (socket: Socket) => {
+        this.clientSockets.add(socket);
+        socket.once('close', () => this.clientSockets.delete(socket));
+      });
       const bound = await bindListener(server, address, addresses, role, configKey, this.log);
       this.listeners.push({ role, configured: address.text, address: bound, server });
       this.log.info({ event: 'listening', listener: role, address: bound }, `${role} listener on ${bound}`);
@@ -135,7 +155,7 @@ export class Daemon {
     this.expiryWatch.start();
 
     const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
-    this.proxy = createProxyHandler({ config: config.proxy, log });
+    this.proxy = createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
     const proxy = this.proxy;
     try {
       await this.bindAll('http', config.listen.http, () => {
@@ -147,6 +167,10 @@ export class Daemon {
       await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
       const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
       await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
+      await this.bindAll('metrics', config.listen.metrics, () => http.createServer(createMetricsHandler(() => this.renderMetrics())), 'listen.metrics');
+      for (const address of config.listen.metrics.filter((a) => !/^(127\.|::1$|localhost$)/.test(a.host))) {
+        log.warn({ event: 'metrics_not_loopback', address: address.text }, `metrics listener ${address.text} can be reached from other machines (it shows certificate names and traffic); bind it to 127.0.0.1 or firewall it`);
+      }
       await this.control.start();
     } catch (error) {
       await this.closeListeners(0);
@@ -182,9 +206,8 @@ export class Daemon {
         return;
       }
       const force = setTimeout(() => {
-        for (const { server } of this.listeners) {
-          (server as http.Server | https.Server).closeAllConnections?.();
-        }
+        if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.proxy?.counters.inFlight ?? 0 }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
+        for (const socket of this.clientSockets) socket.destroy();
       }, drainMs);
       force.unref();
       for (const { server } of this.listeners) {
@@ -200,18 +223,20 @@ export class Daemon {
     });
   }
 
-  /** Stops accepting, lets in-flight requests finish up to shutdown.drain_timeout, then closes. */
+  /** Stops accepting at once, lets in-flight requests finish up to shutdown.drain_timeout, then closes. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.log.info({ event: 'stopping', drain_timeout_ms: this.config.shutdown.drainTimeoutMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
-      await this.acme?.stop();
-      await this.control.stop();
+      const drainMs = this.config.shutdown.drainTimeoutMs;
+      this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
       this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
         for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();
       }, 250);
-      await this.closeListeners(this.config.shutdown.drainTimeoutMs);
+      const drained = this.closeListeners(drainMs);
+      // An ACME order in progress is not waited for longer than the drain (its files are written atomically).
+      const acmeStopped = this.acme ? Promise.race([this.acme.stop(), new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref())]) : undefined;
+      await Promise.all([drained, acmeStopped, this.control.stop()]);
       clearInterval(idleSweep);
       this.proxy?.close();
       this.log.info({ event: 'stopped' }, 'fedtls stopped');

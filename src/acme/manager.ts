@@ -38,6 +38,8 @@ export interface AcmeStatus {
   lastError: { message: string; at: Date } | null;
   consecutiveFailures: number;
   lastIssued: Date | null;
+  /** Orders since start, by result (for metrics). */
+  orders: { ok: number; failed: number };
 }
 
 export interface AcmeManagerOptions {
@@ -59,11 +61,11 @@ export class AcmeManager {
 
   constructor(private readonly options: AcmeManagerOptions) {
     this.source = acmeCertificateSource(options.config);
-    this.status = { names: options.config.acme.domains, state: 'idle', nextCheck: null, lastError: null, consecutiveFailures: 0, lastIssued: null };
+    this.status = { names: options.config.acme.domains, state: 'idle', nextCheck: null, lastError: null, consecutiveFailures: 0, lastIssued: null, orders: { ok: 0, failed: 0 } };
   }
 
   getStatus(): AcmeStatus {
-    return { ...this.status };
+    return { ...this.status, orders: { ...this.status.orders } };
   }
 
   /** When the current certificate should be renewed, or null if there is none. */
@@ -151,12 +153,14 @@ export class AcmeManager {
       this.status.consecutiveFailures = 0;
       this.status.lastError = null;
       this.status.lastIssued = new Date();
+      this.status.orders.ok += 1;
       const leaf = 'pair' in outcome ? outcome.pair.leaf : null;
       log.info({ event: 'acme_certificate_issued', names, serial: leaf?.serial, not_after: leaf?.notAfter.toISOString(), file: this.source.certificatePath },
         `obtained a certificate for ${names.join(', ')}, valid until ${leaf?.notAfter.toISOString()}`);
       this.schedule(0);
     } catch (error) {
       this.status.consecutiveFailures += 1;
+      this.status.orders.failed += 1;
       const message = (error as Error).message;
       this.status.lastError = { message, at: new Date() };
       const delay = Math.min(MAX_RETRY_MS, MIN_RETRY_MS * 2 ** (this.status.consecutiveFailures - 1));

@@ -58,7 +58,8 @@ export function splitHostPort(text: string): { host: string; port: number | null
   return { host: plain[1]!, port: plain[2] ? Number(plain[2]) : null };
 }
 
-function parseListenList(reader: ObjectReader, key: string, defaultPort: number | null): ListenAddress[] {
+/** `bareHost`: the address a bare port number binds (all addresses, or loopback for metrics). */
+function parseListenList(reader: ObjectReader, key: string, defaultPort: number | null, bareHost = '::'): ListenAddress[] {
   if (!reader.has(key)) {
     reader.raw(key);
     return defaultPort === null ? [] : [{ host: '::', port: defaultPort, text: `[::]:${defaultPort}`, isDefault: true }];
@@ -68,7 +69,7 @@ function parseListenList(reader: ObjectReader, key: string, defaultPort: number 
   for (const item of items) {
     const text = item.trim();
     if (/^\d+$/.test(text)) {
-      addresses.push({ host: '::', port: Number(text), text: `[::]:${text}`, isDefault: false });
+      addresses.push({ host: bareHost, port: Number(text), text: bareHost.includes(':') ? `[${bareHost}]:${text}` : `${bareHost}:${text}`, isDefault: false });
       continue;
     }
     const parts = splitHostPort(text.replace(/^\*:/, '[::]:'));
@@ -158,7 +159,7 @@ export function buildConfig(raw: unknown, file: string): Config {
     http: parseListenList(listenReader, 'http', 80),
     federation: parseListenList(listenReader, 'federation', 8448),
     https: parseListenList(listenReader, 'https', null),
-    metrics: parseListenList(listenReader, 'metrics', null),
+    metrics: parseListenList(listenReader, 'metrics', null, '127.0.0.1'),
   };
   listenReader.finish();
 

@@ -39,6 +39,8 @@ export interface ProxyHandler {
 export interface ProxyOptions {
   config: ProxyConfig;
   log: Logger;
+  /** Called with the seconds from sending each request to the backend until its response headers arrived (metrics). */
+  onBackendResponse?: (seconds: number) => void;
 }
 
 /** IPv4 peers arrive as ::ffff:1.2.3.4 on dual-stack sockets; peers expect the dotted quad. */
@@ -68,7 +70,7 @@ const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const CLOSE_CONNECTION = { Connection: 'close' } as const;
 const NO_EXTRA_HEADERS = {} as const;
 
-export function createProxyHandler({ config, log }: ProxyOptions): ProxyHandler {
+export function createProxyHandler({ config, log, onBackendResponse }: ProxyOptions): ProxyHandler {
   const backend = config.backend;
   const isHttps = backend.protocol === 'https:';
   const agentOptions = { keepAlive: true, maxSockets: config.maxBackendSockets, maxFreeSockets: Math.min(64, config.maxBackendSockets), timeout: config.idleTimeoutMs };
@@ -168,6 +170,7 @@ export function createProxyHandler({ config, log }: ProxyOptions): ProxyHandler 
 
     const send = (attempt: number): void => {
       let outgoing: ClientRequest;
+      const sentAt = process.hrtime.bigint();
       try {
         outgoing = request({ host: hostname, port, method, path: target, headers, agent, setHost: false, servername });
       } catch (error) {
@@ -195,6 +198,7 @@ export function createProxyHandler({ config, log }: ProxyOptions): ProxyHandler 
 
       outgoing.once('response', (upstreamRes: IncomingMessage) => {
         responded = true;
+        onBackendResponse?.(Number(process.hrtime.bigint() - sentAt) / 1e9);
         clearTimeout(connectTimer);
         if (clientGone || res.headersSent || res.destroyed) {
           upstreamRes.destroy();
