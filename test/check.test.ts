@@ -31,14 +31,14 @@ describe('fedtls check', () => {
   let closedPort: number;
   const sites: HttpsSite[] = [];
 
-  /** Runs the CLI; returns exit code, the text report and the JSON report. */
-  async function check(args: string[]): Promise<{ code: number | null; text: string; json: JsonReport }> {
+  /** Runs the CLI with --json (and, with `text`, once more for the readable report); returns exit code and reports. */
+  async function check(args: string[], options: { text?: boolean } = {}): Promise<{ code: number | null; text: string; json: JsonReport }> {
     const common = ['--resolver', dns.address, '--ca', caFile, '--timeout', '20'];
-    const textRun = runCli(['check', ...args, ...common]);
     const jsonRun = runCli(['check', ...args, ...common, '--json']);
-    const [code, jsonCode] = await Promise.all([textRun.exited, jsonRun.exited]);
-    expect(jsonCode, jsonRun.stderr()).toBe(code);
-    return { code, text: textRun.stdout() + textRun.stderr(), json: JSON.parse(jsonRun.stdout()) as JsonReport };
+    const textRun = options.text ? runCli(['check', ...args, ...common]) : null;
+    const [code, textCode] = await Promise.all([jsonRun.exited, textRun?.exited]);
+    if (textRun) expect(textCode, textRun.stderr()).toBe(code);
+    return { code, text: textRun ? textRun.stdout() + textRun.stderr() : '', json: JSON.parse(jsonRun.stdout()) as JsonReport };
   }
   const failures = (report: JsonReport): Finding[] => report.findings.filter((f) => f.status === 'fail');
 
@@ -87,7 +87,7 @@ describe('fedtls check', () => {
   });
 
   it('a healthy setup: well-known → SRV → fedtls with a Pebble certificate → homeserver; exit 0', async () => {
-    const { code, text, json } = await check([GOOD, '--well-known-port', String(boundPort(daemon, 'https'))]);
+    const { code, text, json } = await check([GOOD, '--well-known-port', String(boundPort(daemon, 'https'))], { text: true });
     // eslint-disable-next-line no-console
     console.log(`fedtls check report, healthy setup:\n${text}`);
     expect(code, text).toBe(0);
@@ -118,7 +118,7 @@ describe('fedtls check', () => {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify({ 'm.server': `https://${GOOD_DELEGATE}` }));
     });
-    const { code, text, json } = await check([name, '--well-known-port', String(port), '--fallback-port', String(closedPort)]);
+    const { code, text, json } = await check([name, '--well-known-port', String(port), '--fallback-port', String(closedPort)], { text: true });
     // eslint-disable-next-line no-console
     console.log(`fedtls check report, broken setup:\n${text}`);
     expect(code).toBe(1);
@@ -191,12 +191,51 @@ describe('fedtls check', () => {
       { name: `hs.${name}`, type: 'CNAME', value: `box.${name}` },
       { name: `box.${name}`, type: 'A', value: '127.0.0.1' },
     );
-    const { code, text, json } = await check([name, '--well-known-port', String(closedPort)]);
+    const { code, text, json } = await check([name, '--well-known-port', String(closedPort)], { text: true });
     expect(code, text).toBe(0);
     const flagged = json.findings.find((f) => f.check === 'srv' && f.status === 'warn')!;
     expect(flagged.summary).toBe(`the SRV target hs.${name} is a CNAME (→ box.${name})`);
     expect(flagged.fix).toBe(`point _matrix-fed._tcp.${name} at box.${name} directly, or give hs.${name} its own A/AAAA records`);
     expect(text).toMatch(/Result: federation with alias\.fedtls\.test would work \(1 warning\)\./);
+  });
+
+  it('the deprecated _matrix._tcp SRV record still works, with a warning to publish _matrix-fed._tcp', async () => {
+    const name = 'legacy.fedtls.test';
+    const port = await site([name], () => homeserverResponder(name));
+    dns.records.push(
+      { name: `_matrix._tcp.${name}`, type: 'SRV', value: { priority: 0, weight: 0, port, target: `box.${name}` } },
+      { name: `box.${name}`, type: 'A', value: '127.0.0.1' },
+    );
+    const { code, json } = await check([name, '--well-known-port', String(closedPort)]);
+    expect(code).toBe(0);
+    const srv = json.findings.filter((f) => f.check === 'srv');
+    expect(srv.map((f) => f.status)).toEqual(['info', 'warn']);
+    expect(srv[1]!.fix).toBe(`publish the same record as _matrix-fed._tcp.${name}`);
+    expect(json.findings.find((f) => f.check === 'certificate')?.summary).toMatch(new RegExp(`^valid for ${name} `));
+  });
+
+  it('an IP literal server name: no well-known, no SRV, no SNI, and the certificate must hold the IP address', async () => {
+    const port = await site(['127.0.0.1'], (p) => homeserverResponder(`127.0.0.1:${p}`));
+    const { code, json } = await check([`127.0.0.1:${port}`]);
+    expect(code).toBe(0);
+    expect(json.findings.some((f) => f.check === 'well_known' || f.check === 'srv')).toBe(false);
+    const certificate = json.findings.find((f) => f.check === 'certificate')!;
+    expect(certificate.summary).toMatch(/^valid for 127\.0\.0\.1 /);
+    expect(certificate.target).toContain(`SNI none, Host: 127.0.0.1:${port}`);
+  });
+
+  it('a delegation file behind a certificate peers refuse is named as such', async () => {
+    const name = 'badtls.fedtls.test';
+    dns.records.push({ name, type: 'A', value: '127.0.0.1' });
+    const port = await site([name], () => (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ 'm.server': `${GOOD_DELEGATE}:443` }));
+    }, { startOffsetDays: -100, days: 90 });
+    const { code, json } = await check([name, '--well-known-port', String(port), '--fallback-port', String(closedPort)]);
+    expect(code).toBe(1);
+    const wellKnown = json.findings.find((f) => f.check === 'well_known')!;
+    expect(wellKnown.status).toBe('fail');
+    expect(wellKnown.summary).toBe(`the delegation file at https://${name}:${port}/.well-known/matrix/server is there, but peers cannot read it: the certificate has expired`);
   });
 
   it('the homeserver behind fedtls is down: the version step fails and names the backend setting', async () => {

@@ -70,6 +70,24 @@ function isConnectionError(code: string | undefined): boolean {
   return ['ECONNREFUSED', 'ENOTFOUND', 'ENODATA', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'EADDRNOTAVAIL'].includes(code ?? '');
 }
 
+function getWellKnown(url: URL, options: WellKnownOptions, verify: boolean): Promise<HttpsGetResult> {
+  return httpsGet({
+    url, servername: isIP(url.hostname) ? undefined : url.hostname, ca: options.ca, rejectUnauthorized: verify,
+    lookup: options.dns.lookup, timeoutMs: options.timeoutMs, maxBodyBytes: MAX_BODY_BYTES,
+  });
+}
+
+/** After a TLS failure: would the file have delegated if its certificate were fine? (Read without verification; only to tell the admin.) */
+async function delegationBehindBadTls(url: URL, options: WellKnownOptions): Promise<boolean> {
+  try {
+    const response = await getWellKnown(url, options, false);
+    const document = response.status === 200 ? JSON.parse(response.body) as unknown : null;
+    return typeof document === 'object' && document !== null && typeof (document as Record<string, unknown>)['m.server'] === 'string';
+  } catch {
+    return false;
+  }
+}
+
 export async function fetchServerWellKnown(name: string, options: WellKnownOptions): Promise<WellKnownOutcome> {
   const first = new URL(`https://${name}${options.port === 443 ? '' : `:${options.port}`}/.well-known/matrix/server`);
   const findings: Finding[] = [];
@@ -96,10 +114,7 @@ export async function fetchServerWellKnown(name: string, options: WellKnownOptio
     }
     let response: HttpsGetResult;
     try {
-      response = await httpsGet({
-        url, servername: isIP(url.hostname) ? undefined : url.hostname, ca: options.ca, rejectUnauthorized: true,
-        lookup: options.dns.lookup, timeoutMs: options.timeoutMs, maxBodyBytes: MAX_BODY_BYTES,
-      });
+      response = await getWellKnown(url, options, true);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       const where = chain.length > 1 ? ` (after redirects: ${chain.join(' → ')})` : '';
@@ -109,8 +124,12 @@ export async function fetchServerWellKnown(name: string, options: WellKnownOptio
       }
       const tls = describeTlsError(error as NodeJS.ErrnoException, url.hostname);
       if (tls) {
-        return noDelegation('fail', `peers cannot fetch ${url.href}${where}: ${tls.summary}`,
-          `${tls.fix} (on the web server for ${url.hostname}, port ${url.port || 443}); or remove the HTTPS service there if you do not delegate`, [peersSkip]);
+        const fix = `${tls.fix} (on the web server for ${url.hostname}, port ${url.port || 443})`;
+        if (await delegationBehindBadTls(url, options)) {
+          return noDelegation('fail', `the delegation file at ${url.href}${where} is there, but peers cannot read it: ${tls.summary}`, fix, [peersSkip]);
+        }
+        return noDelegation('warn', `an HTTPS server answers at ${url.host}${where} with a certificate peers refuse: ${tls.summary}`,
+          `${fix}, if you mean to delegate; otherwise nothing to do`, ['peers treat this as "no delegation" and go on with SRV records and port 8448']);
       }
       return noDelegation('fail', `fetching ${url.href}${where} failed: ${code ?? (error as Error).message}`, `make https://${url.host}/.well-known/matrix/server answer 200`, [peersSkip]);
     }

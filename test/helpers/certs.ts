@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import path from 'node:path';
 
 function openssl(args: string[], cwd: string): void {
@@ -61,7 +62,7 @@ export function issueLeaf(authority: Authority, options: LeafOptions): Leaf {
   const keyType = options.keyType ?? 'ec';
   const keyArgs = keyType === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'] : ['-newkey', 'rsa:2048'];
   openssl(['req', ...keyArgs, '-nodes', '-keyout', `${id}.key`, '-out', `${id}.csr`, '-subj', `/CN=${options.names[0]}`], dir);
-  writeFileSync(path.join(dir, `${id}.ext`), `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${options.names.map((n) => `DNS:${n}`).join(',')}\nauthorityKeyIdentifier=keyid\n`);
+  writeFileSync(path.join(dir, `${id}.ext`), `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${options.names.map((n) => `${isIP(n) ? 'IP' : 'DNS'}:${n}`).join(',')}\nauthorityKeyIdentifier=keyid\n`);
   const start = options.startOffsetDays ?? -1;
   const days = options.days ?? 90;
   const fmt = (d: Date): string => d.toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
