@@ -5,10 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import tls from 'node:tls';
-import { X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createAuthority, issueLeaf } from './helpers/certs.js';
+import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
 import { startBackend, defaultResponder, type Backend } from './helpers/backend.js';
 import { boundPort, runCli, startDaemon, tempDir, writeConfig, type RunningDaemon } from './helpers/daemon.js';
 import { freePort, startTestPebble, type PebbleFixture } from './helpers/pebble.js';
@@ -77,19 +75,11 @@ describe('metrics and status, hand-managed certificate', () => {
         defaultResponder(req, res, record);
       }
     };
-    const dir = tempDir();
-    const leaf = issueLeaf(createAuthority(), { names: [NAME], days: 30 });
-    notAfter = new Date(new X509Certificate(leaf.certPem).validTo);
-    writeFileSync(path.join(dir, 'fullchain.pem'), leaf.fullChainPem);
-    writeFileSync(path.join(dir, 'privkey.pem'), leaf.keyPem);
     metricsPort = await freePort();
-    configFile = writeConfig(dir, {
-      server_name: NAME, backend: backend.url, state_dir: path.join(dir, 'state'),
-      // A bare port: the metrics listener must bind loopback only.
-      listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`], metrics: [String(metricsPort)] },
-      acme: { enabled: false },
-      tls_certificate_path: path.join(dir, 'fullchain.pem'), tls_private_key_path: path.join(dir, 'privkey.pem'),
-    });
+    // A bare port: the metrics listener must bind loopback only.
+    const written = await writeManualDaemonConfig(tempDir(), NAME, backend.url, { listen: { metrics: [String(metricsPort)] } });
+    configFile = written.configFile;
+    notAfter = written.notAfter;
     daemon = await startDaemon(configFile);
     tlsPort = boundPort(daemon, 'federation');
   });

@@ -4,9 +4,9 @@
 // MONOTONIC_USEC then READY=1 around SIGHUP; STOPPING=1 on SIGTERM.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createAuthority, issueLeaf } from './helpers/certs.js';
+import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
 import { startBackend, type Backend } from './helpers/backend.js';
 import { boundPort, runCli, tempDir, writeConfig, type RunningDaemon } from './helpers/daemon.js';
 import { freePort } from './helpers/pebble.js';
@@ -31,30 +31,21 @@ describe.skipIf(!prefix)('systemd notify protocol (unprivileged daemon, real dat
     await backend?.close();
   });
 
-  async function start(configFor: (dir: string, stateDir: string) => Promise<Record<string, unknown>>): Promise<{ daemon: RunningDaemon; notify: NotifySocket }> {
+  /** `writeConfigIn` writes the config into the folder (its state_dir is `state` inside) and returns its path. */
+  async function start(writeConfigIn: (dir: string, stateDir: string) => Promise<string>): Promise<{ daemon: RunningDaemon; notify: NotifySocket }> {
     const dir = tempDir();
     const stateDir = path.join(dir, 'state');
     shareWithUnprivileged(dir, stateDir);
     const notify = await startNotifySocket(dir);
     cleanups.push(() => notify.close());
-    const config = writeConfig(dir, await configFor(dir, stateDir));
+    const config = await writeConfigIn(dir, stateDir);
     const daemon = runCli(['run', '--config', config], { NOTIFY_SOCKET: notify.path }, prefix!);
     cleanups.push(() => daemon.stop());
     return { daemon, notify };
   }
 
   it('READY=1 after the listeners are bound and the certificate is served; RELOADING/READY around SIGHUP; STOPPING=1 on SIGTERM', async () => {
-    const { daemon, notify } = await start(async (dir, stateDir) => {
-      const leaf = issueLeaf(createAuthority(), { names: [NAME] });
-      writeFileSync(path.join(dir, 'fullchain.pem'), leaf.fullChainPem);
-      writeFileSync(path.join(dir, 'privkey.pem'), leaf.keyPem);
-      return {
-        server_name: NAME, backend: backend.url, state_dir: stateDir,
-        listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
-        acme: { enabled: false },
-        tls_certificate_path: path.join(dir, 'fullchain.pem'), tls_private_key_path: path.join(dir, 'privkey.pem'),
-      };
-    });
+    const { daemon, notify } = await start(async (dir) => (await writeManualDaemonConfig(dir, NAME, backend.url)).configFile);
 
     const ready = await notify.waitFor((m) => m.READY === '1', 'READY=1');
     const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'))![1];
@@ -82,7 +73,7 @@ describe.skipIf(!prefix)('systemd notify protocol (unprivileged daemon, real dat
   });
 
   it('READY=1 when no certificate exists yet but its first issuance has started', async () => {
-    const { daemon, notify } = await start(async (_dir, stateDir) => ({
+    const { daemon, notify } = await start(async (dir, stateDir) => writeConfig(dir, {
       server_name: NAME, backend: backend.url, state_dir: stateDir,
       listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
       // A CA that is not there: the order starts (and fails, retried later); start-up must not wait for it.
