@@ -153,6 +153,7 @@ export class Daemon {
     const { config, log } = this;
     this.reloadCertificates('start');
     this.expiryWatch.start();
+    await this.acme?.preflight();
 
     const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
     this.proxy = createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });

@@ -2,7 +2,8 @@
 // (`fedtls renew`), and the CLI's message when no daemon is running.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
 import { startBackend, type Backend } from './helpers/backend.js';
@@ -73,12 +74,26 @@ describe('control channel', () => {
     const forced = await cli(['renew', NAME, '--force', '--json', '--config', configFile]);
     expect(forced.stderr).toBe('');
     expect(forced.code).toBe(0);
-    expect(JSON.parse(forced.stdout)).toMatchObject({ renewed: true });
+    expect(JSON.parse(forced.stdout)).toMatchObject({ outcome: 'issued' });
     const issued = daemon.logs.filter((l) => l.event === 'acme_certificate_issued');
     expect(issued).toHaveLength(2);
     const served = await handshake({ port: boundPort(daemon, 'federation'), servername: NAME });
     expect(served.serial.replace(/^0+/, '')).toBe(String(issued[1]!.serial).replace(/^0+/, ''));
     expect(served.serial).not.toBe(String(first.serial));
+
+    // --dry-run: a certificate from the test directory, thrown away; nothing served changes.
+    const certFile = path.join(stateDir, 'certificates', NAME, 'fullchain.pem');
+    const before = readFileSync(certFile, 'utf8');
+    const dry = await cli(['renew', '--dry-run', '--json', '--config', configFile]);
+    expect(dry.stderr).toBe('');
+    const dryResult = JSON.parse(dry.stdout) as { outcome: string; serial: string };
+    expect(dryResult.outcome).toBe('dry_run_ok');
+    expect(dryResult.serial).not.toBe(String(issued[1]!.serial));
+    expect(readFileSync(certFile, 'utf8')).toBe(before);
+    const stillServed = await handshake({ port: boundPort(daemon, 'federation'), servername: NAME });
+    expect(stillServed.serial).toBe(served.serial);
+    expect(daemon.logs.filter((l) => l.event === 'acme_certificate_issued')).toHaveLength(2);
+    expect(readdirSync(os.tmpdir()).filter((f) => f.startsWith('fedtls-dry-run-'))).toEqual([]);
 
     const unknown = await callDaemon(socket, 'no-such-command').catch((e: Error) => e.message);
     expect(unknown).toContain('has no command "no-such-command"');

@@ -31,7 +31,12 @@ let httpConfiguredFor: string | null = null;
 export function configureAcmeHttp(caBundlePath: string | null): void {
   const key = caBundlePath ?? '';
   if (httpConfiguredFor === key) return;
-  const ca = caBundlePath ? [...tls.rootCertificates, readFileSync(caBundlePath, 'utf8')] : undefined;
+  let ca: string[] | undefined;
+  try {
+    ca = caBundlePath ? [...tls.rootCertificates, readFileSync(caBundlePath, 'utf8')] : undefined;
+  } catch (error) {
+    throw new Error(`acme.ca_bundle ${caBundlePath}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); fix the path or remove the key`);
+  }
   acme.axios.defaults.httpsAgent = new https.Agent({ keepAlive: true, ...(ca ? { ca } : {}) });
   const settings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
   settings.retryMaxAttempts = 0;

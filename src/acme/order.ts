@@ -7,6 +7,7 @@ import acme from 'acme-client';
 import type { AcmeConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import type { ChallengeTable } from './challenges.js';
+import { recordedProblems } from './ca-problems.js';
 
 export interface IssuedCertificate {
   keyPem: string;
@@ -65,6 +66,8 @@ export async function orderCertificate(options: OrderOptions): Promise<IssuedCer
       try {
         await client.waitForValidStatus(challenge);
       } catch (error) {
+        // The challenge object does not name its identifier: tell the recorded problem which name it was.
+        for (const problem of recordedProblems()) if (problem.url === challenge.url && problem.identifier === null) problem.identifier = name;
         throw new AcmeOrderError(`validation of ${name} failed: ${(error as Error).message}`, [name], error);
       }
     }));
