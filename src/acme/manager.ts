@@ -293,6 +293,7 @@ export class AcmeManager {
     this.status.state = 'ordering';
     const problems: CaProblem[] = [];
     const replacing = entry?.pair.leaf.serial ?? null;
+    log.info({ event: 'acme_order_start', names, reason, directory: config.acme.directoryUrl }, `ordering a certificate for ${names.join(', ')} (${reason})`);
     try {
       const issued = await withProblemRecording(problems, async () => {
         this.account ??= await openAccount(config.stateDir, config.acme, log);
@@ -303,8 +304,10 @@ export class AcmeManager {
         if (entry && directory.renewalInfo && replacing !== this.replacesRefusedFor) {
           try { extras.replaces = ariCertId(entry.pair.chainPem); } catch { /* no AKI: nothing to replace by ARI */ }
         }
-        log.info({ event: 'acme_order_start', names, reason, directory: config.acme.directoryUrl, profile: extras.profile, replaces: extras.replaces },
-          `ordering a certificate for ${names.join(', ')} (${reason})`);
+        if (extras.profile || extras.replaces) {
+          log.info({ event: 'acme_order_options', names, profile: extras.profile, replaces: extras.replaces },
+            `ordering${extras.profile ? ` with profile ${String(extras.profile)}` : ''}${extras.replaces ? ` as the replacement of ${String(extras.replaces)} (ARI)` : ''}`);
+        }
         return orderCertificate({ client: this.account.client, domains: names, challenges: this.options.challenges, keyType: config.acme.keyType, log, orderExtras: extras });
       });
       writeFileAtomic(this.source.privateKeyPath, issued.keyPem, 0o600);
