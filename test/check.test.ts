@@ -105,10 +105,16 @@ describe('fedtls check', () => {
     expect(byCheck.tls?.target).toContain(`SNI ${GOOD_DELEGATE}, Host: ${GOOD_DELEGATE}`);
   });
 
-  it('without a name, checks the configured server_name', async () => {
+  it('without a name, checks the configured server_name, and says when peers do not see the configured delegation', async () => {
     const { code, json } = await check(['--config', configFile, '--well-known-port', String(boundPort(daemon, 'https'))]);
     expect(code).toBe(0);
     expect(json.server_name).toBe(GOOD);
+    expect(json.findings.filter((f) => f.status === 'warn')).toEqual([]);
+    // Port "443" of the server name is not fedtls (here: nothing listens): the configured file is never seen.
+    const unseen = await check(['--config', configFile, '--well-known-port', String(closedPort), '--fallback-port', String(closedPort)]);
+    const warning = unseen.json.findings.find((f) => f.check === 'well_known' && f.status === 'warn')!;
+    expect(warning.summary).toBe(`fedtls is configured to serve {"m.server": "${GOOD_DELEGATE}"} (well_known.server), but peers see no delegation at https://${GOOD}/`);
+    expect(warning.fix).toMatch(/listen\.https/);
   });
 
   it('a well-known with a scheme in m.server fails with the value to write instead', async () => {

@@ -46,9 +46,12 @@ function readRoots(file: string | undefined): string[] {
 export async function checkCommand(options: CheckCommandOptions): Promise<number> {
   try {
     let serverName = options.serverName?.trim().toLowerCase();
+    let configuredDelegation: string | null = null;
     if (!serverName) {
       try {
-        serverName = loadConfig(options.configPath).serverName;
+        const config = loadConfig(options.configPath);
+        serverName = config.serverName;
+        configuredDelegation = config.wellKnown.server;
       } catch (error) {
         if (!(error instanceof ConfigError)) throw error;
         throw new UsageError(`no SERVER_NAME given and the config cannot be used for one:\n${error.message}\n(give the name: fedtls check example.org)`);
@@ -68,6 +71,7 @@ export async function checkCommand(options: CheckCommandOptions): Promise<number
       timeoutMs: timeoutSeconds * 1000,
       wellKnownPort: port(options.wellKnownPort, '--well-known-port', 443),
       fallbackPort: port(options.fallbackPort, '--fallback-port', 8448),
+      configuredDelegation,
     });
     process.stdout.write(options.json ? formatReportJson(report) : formatReportText(report));
     return report.ok ? 0 : 1;

@@ -17,6 +17,8 @@ export interface CheckOptions {
   timeoutMs: number;
   wellKnownPort: number;
   fallbackPort: number;
+  /** well_known.server from the config, when the server name came from it. */
+  configuredDelegation: string | null;
 }
 
 export async function runCheck(options: CheckOptions): Promise<CheckReport> {
@@ -24,6 +26,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   const ca = options.extraRoots.length > 0 ? [...tls.rootCertificates, ...options.extraRoots] : undefined;
   const resolution = await resolveServerName(options.serverName, {
     dns, ca, timeoutMs: options.timeoutMs, wellKnownPort: options.wellKnownPort, fallbackPort: options.fallbackPort,
+    configuredDelegation: options.configuredDelegation,
   });
   const findings: Finding[] = [...resolution.findings];
   const probes: Promise<Finding[]>[] = [];

@@ -20,6 +20,8 @@ export interface ResolveOptions {
   wellKnownPort: number;
   /** The fallback federation port: 8448 except in test setups. */
   fallbackPort: number;
+  /** fedtls's own well_known.server when checking the configured server_name: compared with what peers see. */
+  configuredDelegation?: string | null;
 }
 
 export interface Resolution {
@@ -96,6 +98,14 @@ export async function resolveServerName(serverName: string, options: ResolveOpti
   const wellKnown = await fetchServerWellKnown(host, { dns: options.dns, ca: options.ca, port: options.wellKnownPort, timeoutMs: options.timeoutMs });
   findings.push(...wellKnown.findings);
   const delegation = wellKnown.delegation;
+  const configured = options.configuredDelegation;
+  if (configured && configured !== delegation?.text) {
+    findings.push({
+      check: 'well_known', status: 'warn',
+      summary: `fedtls is configured to serve {"m.server": "${configured}"} (well_known.server), but peers ${delegation ? `see "${delegation.text}"` : 'see no delegation'} at https://${host}/`,
+      fix: `fedtls answers /.well-known/matrix/server only on its own listeners: make port 443 of ${host} reach fedtls (listen.https), or serve the same file from the web server there`,
+    });
+  }
   if (!delegation) {
     return { findings, targets: await hostWithoutPort(host, 'it is the server name (no delegation in effect)', options, findings) };
   }
