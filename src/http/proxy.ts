@@ -19,6 +19,7 @@ import type { Logger } from '../ops/log.js';
 import { sendMatrixError } from './matrix-errors.js';
 import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
+import { lingerBeforeClose } from './lingering-close.js';
 
 export interface ProxyCounters {
   inFlight: number;
@@ -96,6 +97,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   const refuse = (req: IncomingMessage, res: ServerResponse, status: number, errcode: string, message: string, closeAnyway = false): void => {
     countStatus(status);
     const bodyPending = !req.complete && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0');
+    if (bodyPending) lingerBeforeClose(req.socket);
     sendMatrixError(res, status, errcode, message, closeAnyway || bodyPending ? CLOSE_CONNECTION : NO_EXTRA_HEADERS);
   };
 
@@ -207,7 +209,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         const status = upstreamRes.statusCode ?? 502;
         const responseHeaders = responseHeadersForClient(upstreamRes.rawHeaders);
         // The backend answered before the whole request body arrived: this connection cannot be reused.
-        if (hasBody && !req.complete) responseHeaders.push('Connection', 'close');
+        if (hasBody && !req.complete) {
+          responseHeaders.push('Connection', 'close');
+          lingerBeforeClose(req.socket);
+        }
         try {
           res.writeHead(status, upstreamRes.statusMessage, responseHeaders);
         } catch (error) {

@@ -39,6 +39,8 @@ export interface Backend {
   peakSockets(): number;
   /** The bytes the proxy sent, per connection, in order (first 256 KB of each). */
   rawReceived(): Buffer;
+  /** When true, a kept-alive connection that carries a second request is reset instead (a backend that dropped it while idle). */
+  resetReusedConnections: boolean;
   /** Resolves when a request whose target starts with `prefix` has arrived. */
   waitForRequest(prefix: string, timeoutMs?: number): Promise<RecordedRequest>;
   close(): Promise<void>;
@@ -59,7 +61,7 @@ export async function startBackend(options: { keepBody?: boolean } = {}): Promis
   let peak = 0;
   const arrivals: { prefix: string; resolve: (r: RecordedRequest) => void }[] = [];
   const backend: Backend = {
-    url: '', port: 0, requests, respond: defaultResponder,
+    url: '', port: 0, requests, respond: defaultResponder, resetReusedConnections: false,
     openSockets: () => sockets.size,
     connectionsAccepted: () => accepted,
     peakSockets: () => peak,
@@ -122,7 +124,15 @@ export async function startBackend(options: { keepBody?: boolean } = {}): Promis
     raw.push(chunks);
     let kept = 0;
     const inner = net.connect(innerPort, '127.0.0.1');
+    let lastDataAt = 0;
     socket.on('data', (chunk: Buffer) => {
+      const now = performance.now();
+      if (backend.resetReusedConnections && lastDataAt > 0 && now - lastDataAt > 50) {
+        inner.destroy();
+        socket.resetAndDestroy();
+        return;
+      }
+      lastDataAt = now;
       if (kept < RAW_BYTES_PER_CONNECTION) {
         chunks.push(Buffer.from(chunk.subarray(0, RAW_BYTES_PER_CONNECTION - kept)));
         kept += chunk.length;

@@ -134,7 +134,11 @@ export function uploadThenReset(options: { port: number; ca: string; head: strin
           return;
         }
       }
-      if (!done && !options.resetWhen) socket.once('drain', reset);
+      // Everything written: reset once it has left our buffers (unless waiting on resetWhen).
+      if (!done && !options.resetWhen) {
+        if (socket.writableLength === 0) setImmediate(reset);
+        else socket.once('drain', reset);
+      }
     };
     socket.once('secureConnect', () => {
       socket.write(options.head);
