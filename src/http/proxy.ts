@@ -20,6 +20,7 @@ import { sendMatrixError } from './matrix-errors.js';
 import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
 import { lingerBeforeClose } from './lingering-close.js';
+import { takeAwaitingContinue } from './expect-continue.js';
 
 export interface ProxyCounters {
   inFlight: number;
@@ -28,10 +29,8 @@ export interface ProxyCounters {
 }
 
 export interface ProxyHandler {
-  /** The server's 'request' handler. */
+  /** The server's request handler. For `Expect: 100-continue` (expect-continue.ts) it refuses (413, 404, …) before the body, else sends 100 Continue and forwards. */
   (req: IncomingMessage, res: ServerResponse): void;
-  /** The server's 'checkContinue' handler: refuses (413, 404, …) before the client sends a body, else sends 100 Continue and forwards. */
-  checkContinue(req: IncomingMessage, res: ServerResponse): void;
   counters: ProxyCounters;
   /** Closes the keep-alive connections to the backend. */
   close(): void;
@@ -101,7 +100,8 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     sendMatrixError(res, status, errcode, message, closeAnyway || bodyPending ? CLOSE_CONNECTION : NO_EXTRA_HEADERS);
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const expectsContinue = takeAwaitingContinue(req);
     res.on('error', (error: NodeJS.ErrnoException) => log.debug({ event: 'client_write_failed', error: error.code ?? error.message }, 'writing to the client failed'));
     const method = req.method ?? 'GET';
     const parsed = parseRequestTarget(req.url ?? '', method);
@@ -264,8 +264,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     send(0);
   };
 
-  const handler = ((req, res) => handle(req, res, false)) as ProxyHandler;
-  handler.checkContinue = (req, res) => handle(req, res, true);
+  const handler = handle as ProxyHandler;
   handler.counters = counters;
   handler.close = () => agent.destroy();
   return handler;

@@ -12,16 +12,12 @@ import type { CertificateStore } from '../certs/store.js';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { answerClientError, answerConnect, answerUnknownExpectation } from './client-errors.js';
-
-/** A request handler; one with `checkContinue` answers `Expect: 100-continue` itself (else Node sends 100 at once). */
-export type RequestHandler = ((req: IncomingMessage, res: ServerResponse) => void) & {
-  checkContinue?: (req: IncomingMessage, res: ServerResponse) => void;
-};
+import { markAwaitingContinue } from './expect-continue.js';
 
 export interface TlsListenerOptions {
   store: CertificateStore;
   proxyConfig: ProxyConfig;
-  handler: RequestHandler;
+  handler: (req: IncomingMessage, res: ServerResponse) => void;
   log: Logger;
 }
 
@@ -52,7 +48,11 @@ export function createTlsServer({ store, proxyConfig, handler, log }: TlsListene
     requireHostHeader: false,
   }, handler);
   server.timeout = 0;
-  if (handler.checkContinue) server.on('checkContinue', handler.checkContinue);
+  // 100 Continue is the handler's decision (expect-continue.ts), not Node's automatic one.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    markAwaitingContinue(req);
+    handler(req, res);
+  });
   server.on('checkExpectation', answerUnknownExpectation);
   server.on('connect', (req: IncomingMessage, socket) => answerConnect(req, socket, log));
 
