@@ -123,6 +123,10 @@ export class Daemon {
     const outcomes = this.store.reloadAll(certificateSources(this.config));
     for (const outcome of outcomes) logReloadOutcome(this.log, outcome, trigger);
     this.warnIfServerNameUncovered();
+    const counts = { added: 0, replaced: 0, unchanged: 0, refused: 0, missing: 0 };
+    for (const outcome of outcomes) counts[outcome.status] += 1;
+    this.log.info({ event: 'certificates_reloaded', trigger, added: counts.added, replaced: counts.replaced, kept: counts.unchanged, refused: counts.refused, missing: counts.missing },
+      `certificate reload (${trigger}) done: ${counts.added + counts.replaced} loaded, ${counts.unchanged} kept, ${counts.refused} refused${counts.missing ? `, ${counts.missing} not obtained yet` : ''}`);
     return outcomes;
   }
 

@@ -141,6 +141,18 @@ export function readPemFile(file: string): { text: string; mode: number } {
   }
 }
 
+/** True when the bytes are one DER-encoded ASN.1 SEQUENCE, which is how every certificate and key starts. */
+function looksLikeDer(bytes: Buffer): boolean {
+  if (bytes.length < 2 || bytes[0] !== 0x30) return false;
+  const first = bytes[1]!;
+  let total: number;
+  if (first < 0x80) total = 2 + first;
+  else if (first === 0x81 && bytes.length > 2) total = 3 + bytes[2]!;
+  else if (first === 0x82 && bytes.length > 3) total = 4 + bytes.readUInt16BE(2);
+  else return false;
+  return total === bytes.length || (total === bytes.length - 1 && bytes[bytes.length - 1] === 0x0a);
+}
+
 /** Turns file bytes into PEM text, or explains what the bytes are instead. */
 function decodePemBytes(file: string, bytes: Buffer): string {
   if (bytes.length === 0) {
@@ -148,8 +160,7 @@ function decodePemBytes(file: string, bytes: Buffer): string {
   }
   const text = bytes.toString('utf8');
   if (!text.includes('-----BEGIN ')) {
-    // DER: an ASN.1 SEQUENCE with a long-form length, which is how every certificate and key starts.
-    if (bytes[0] === 0x30 && (bytes[1] === 0x82 || bytes[1] === 0x81)) {
+    if (looksLikeDer(bytes)) {
       throw new CertificateLoadError(file, `the file is binary DER, not PEM text; convert it with "openssl x509 -inform der -in ${file} -out ${file}.pem" (certificate) or "openssl pkey -inform der -in ${file} -out ${file}.pem" (key)`);
     }
     if (/^\s*$/.test(text)) {

@@ -27,7 +27,7 @@ export interface CertDaemon {
   dir: string;
   configFile: string;
   port: number;
-  /** SIGHUP, then resolves with the outcome lines of that reload (one per source). */
+  /** SIGHUP, then resolves (after its closing "certificates_reloaded" line) with the outcome lines of that reload, one per source. */
   reload(): Promise<LogLine[]>;
   /** Log lines logged since `mark` (a logs.length taken earlier). */
   since(mark: number): LogLine[];
@@ -53,8 +53,10 @@ export async function startCertDaemon(options: { serverName: string; config: (di
     async reload() {
       const mark = daemon.logs.length;
       daemon.signal('SIGHUP');
-      await daemon.waitForLog((line) => isOutcome(line) && daemon.logs.slice(mark).filter(isOutcome).length >= options.sources, 20_000, `${options.sources} certificate outcome line(s) after SIGHUP`);
-      return daemon.logs.slice(mark).filter(isOutcome);
+      await daemon.waitForLog((line) => line.event === 'certificates_reloaded' && daemon.logs.indexOf(line) >= mark, 20_000, 'the end of the reload after SIGHUP');
+      const outcomes = daemon.logs.slice(mark).filter(isOutcome);
+      if (outcomes.length !== options.sources) throw new Error(`expected ${options.sources} outcome line(s), got ${outcomes.length}`);
+      return outcomes;
     },
     async close() {
       await daemon.stop();

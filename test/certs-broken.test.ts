@@ -1,0 +1,158 @@
+// Every kind of broken certificate input an admin can produce, each swapped in with SIGHUP
+// under a running daemon: each is refused with a reason that says what is wrong and names
+// the file, the previous certificate keeps serving (real handshake, same serial), and a
+// second, healthy source reloads in the same SIGHUP as if nothing happened.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createAuthority, issueLeaf, type Authority, type Leaf } from './helpers/certs.js';
+import { replaceFile, serialOf, startCertDaemon, type CertDaemon } from './helpers/cert-daemon.js';
+import { handshake } from './helpers/tls-client.js';
+
+const NAME = 'broken.fedtls.test';
+const OTHER = 'other.fedtls.test';
+
+function opensslOut(args: string[], input: string): Buffer {
+  return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Puts `target` at `file` whatever kind of thing is there now (file, directory, symlink, FIFO). */
+function clear(file: string): void {
+  rmSync(file, { recursive: true, force: true });
+}
+
+describe('broken certificate input is refused clearly and the previous pair keeps serving', () => {
+  let authority: Authority;
+  let foreign: Authority;
+  let running: CertDaemon;
+  let certFile: string;
+  let keyFile: string;
+  let otherCert: string;
+  let otherKey: string;
+  let current: Leaf;
+  let otherCurrent: Leaf;
+
+  const served = async (name: string): Promise<string> => serialOf((await handshake({ port: running.port, servername: name })).serial);
+
+  beforeAll(async () => {
+    authority = createAuthority();
+    foreign = createAuthority('Foreign');
+    current = issueLeaf(authority, { names: [NAME] });
+    otherCurrent = issueLeaf(authority, { names: [OTHER] });
+    running = await startCertDaemon({
+      serverName: NAME, sources: 2,
+      config: (dir) => {
+        certFile = path.join(dir, 'fullchain.pem');
+        keyFile = path.join(dir, 'privkey.pem');
+        otherCert = path.join(dir, 'other-fullchain.pem');
+        otherKey = path.join(dir, 'other-privkey.pem');
+        writeFileSync(certFile, current.fullChainPem);
+        writeFileSync(keyFile, current.keyPem, { mode: 0o600 });
+        writeFileSync(otherCert, otherCurrent.fullChainPem);
+        writeFileSync(otherKey, otherCurrent.keyPem, { mode: 0o600 });
+        return { tls: { certificate_path: certFile, private_key_path: keyFile, certificates: [{ certificate_path: otherCert, private_key_path: otherKey, names: [OTHER] }] } };
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await running?.close();
+  });
+
+  interface BrokenCase {
+    kind: string;
+    /** Breaks the files (the main pair's), starting from a good pair `next`. */
+    write: (next: Leaf) => void;
+    /** Which file the message must name. */
+    file: () => string;
+    reason: RegExp;
+  }
+
+  const cases: BrokenCase[] = [
+    { kind: 'empty certificate file', write: () => replaceFile(certFile, ''), file: () => certFile, reason: /empty \(0 bytes\)/ },
+    { kind: 'whitespace-only key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, '\n\n  \n'); }, file: () => keyFile, reason: /only whitespace/ },
+    { kind: 'binary junk', write: () => replaceFile(certFile, randomBytes(1500)), file: () => certFile, reason: /binary data, not PEM/ },
+    { kind: 'DER certificate instead of PEM', write: (n) => { replaceFile(certFile, opensslOut(['x509', '-outform', 'der'], n.certPem)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /binary DER, not PEM.*openssl x509 -inform der/ },
+    { kind: 'DER key instead of PEM', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['pkey', '-outform', 'der'], n.keyPem)); }, file: () => keyFile, reason: /binary DER.*openssl pkey -inform der/ },
+    { kind: 'text that is not PEM (a config file)', write: () => replaceFile(certFile, 'server_name: example.org\nbackend: http://127.0.0.1:8008\n'), file: () => certFile, reason: /not a PEM file/ },
+    { kind: 'key in the certificate file', write: (n) => { replaceFile(certFile, n.keyPem); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /this is a private key: certificate_path must point at the certificate chain/ },
+    { kind: 'certificate in the key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, n.fullChainPem); }, file: () => keyFile, reason: /private_key_path must point at the key/ },
+    { kind: 'public key in the key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['pkey', '-pubout'], n.keyPem)); }, file: () => keyFile, reason: /public key is not enough/ },
+    { kind: 'certificate request (CSR) in the certificate file', write: (n) => { const keyCopy = path.join(running.dir, 'csr.key'); writeFileSync(keyCopy, n.keyPem); replaceFile(certFile, opensslOut(['req', '-new', '-key', keyCopy, '-subj', `/CN=${NAME}`], '')); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /certificate request \(CSR\) is not a certificate/ },
+    { kind: 'passphrase-protected key (PKCS#8)', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['pkey', '-aes256', '-passout', 'pass:secret'], n.keyPem)); }, file: () => keyFile, reason: /protected by a passphrase/ },
+    { kind: 'passphrase-protected key (traditional, Proc-Type header)', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['ec', '-aes256', '-passout', 'pass:secret'], n.keyPem)); }, file: () => keyFile, reason: /protected by a passphrase/ },
+    { kind: 'two keys in the key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, n.keyPem + current.keyPem); }, file: () => keyFile, reason: /2 private keys in one file/ },
+    { kind: 'key that does not belong', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, current.keyPem); }, file: () => certFile, reason: /does not belong/ },
+    { kind: 'chain from another CA', write: (n) => { replaceFile(certFile, n.certPem + foreign.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no other certificate in the file issued the leaf.*Foreign Intermediate CA/ },
+    { kind: 'truncated in the middle of the base64', write: (n) => { replaceFile(certFile, n.fullChainPem.slice(0, 300)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /truncated/ },
+    { kind: 'damaged base64 between intact BEGIN/END lines', write: (n) => { replaceFile(certFile, n.certPem.replace(/\n[A-Za-z0-9+/]{64}\n/, '\n' + 'A'.repeat(64) + '\n')); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /cannot be parsed|does not belong/ },
+    { kind: 'two files pasted together without the END line', write: (n) => { replaceFile(certFile, n.certPem.replace(/-----END CERTIFICATE-----\n$/, '') + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no END line before the next BEGIN/ },
+    { kind: 'expired certificate', write: () => { const old = issueLeaf(authority, { names: [NAME], startOffsetDays: -100, days: 10 }); replaceFile(certFile, old.fullChainPem); replaceFile(keyFile, old.keyPem); }, file: () => certFile, reason: /expired on \d{4}-\d\d-\d\dT.*valid from \d{4}-/ },
+    { kind: 'not yet valid certificate', write: () => { const early = issueLeaf(authority, { names: [NAME], startOffsetDays: 3, days: 90 }); replaceFile(certFile, early.fullChainPem); replaceFile(keyFile, early.keyPem); }, file: () => certFile, reason: /not valid yet: valid from \d{4}-\d\d-\d\dT.* to \d{4}-/ },
+    { kind: 'missing file', write: () => clear(certFile), file: () => certFile, reason: /file not found/ },
+    { kind: 'directory instead of a file', write: () => { clear(certFile); mkdirSync(certFile); }, file: () => certFile, reason: /is a directory/ },
+    { kind: 'dangling symlink', write: () => { clear(certFile); symlinkSync(path.join(path.dirname(certFile), 'archive', 'gone.pem'), certFile); }, file: () => certFile, reason: /symlink to .*gone\.pem, which does not exist/ },
+    { kind: 'FIFO instead of a file (must not hang the daemon)', write: () => { clear(certFile); execFileSync('mkfifo', [certFile]); }, file: () => certFile, reason: /not a regular file/ },
+    { kind: 'huge file (wrong file picked)', write: () => replaceFile(certFile, Buffer.alloc(3 * 1024 * 1024, 'A')), file: () => certFile, reason: /far too large/ },
+  ];
+
+  for (const brokenCase of cases) {
+    it(`refuses ${brokenCase.kind}, keeps serving, and the other source still reloads`, async () => {
+      const next = issueLeaf(authority, { names: [NAME] });
+      const otherNext = issueLeaf(authority, { names: [OTHER] });
+      brokenCase.write(next);
+      replaceFile(otherCert, otherNext.fullChainPem);
+      replaceFile(otherKey, otherNext.keyPem);
+      const outcomes = await running.reload();
+      const main = outcomes.find((l) => l.certificate === certFile)!;
+      const other = outcomes.find((l) => l.certificate === otherCert)!;
+      expect(main.event, JSON.stringify(main)).toBe('certificate_refused');
+      expect(main.file).toBe(brokenCase.file());
+      expect(String(main.reason)).toMatch(brokenCase.reason);
+      expect(String(main.msg)).toContain(brokenCase.file());
+      expect(String(main.msg)).toContain(`still serving the previous certificate (serial ${current.serial}`.replace(/serial 0+/, 'serial '));
+      expect(other.event).toBe('certificate_replaced');
+      expect(await served(NAME)).toBe(serialOf(current.serial));
+      expect(await served(OTHER)).toBe(serialOf(otherNext.serial));
+      otherCurrent = otherNext;
+      // Put a good pair back for the next case.
+      clear(certFile);
+      replaceFile(certFile, current.fullChainPem);
+      replaceFile(keyFile, current.keyPem);
+    });
+  }
+
+  it('follows certbot-style symlinks swapped to a new archive version', async () => {
+    const archive = path.join(running.dir, 'archive');
+    mkdirSync(archive, { recursive: true });
+    const next = issueLeaf(authority, { names: [NAME] });
+    writeFileSync(path.join(archive, 'fullchain2.pem'), next.fullChainPem);
+    writeFileSync(path.join(archive, 'privkey2.pem'), next.keyPem, { mode: 0o600 });
+    clear(certFile);
+    clear(keyFile);
+    symlinkSync(path.join(archive, 'fullchain2.pem'), certFile);
+    symlinkSync(path.join(archive, 'privkey2.pem'), keyFile);
+    const outcomes = await running.reload();
+    expect(outcomes.find((l) => l.certificate === certFile)!.event).toBe('certificate_replaced');
+    expect(await served(NAME)).toBe(serialOf(next.serial));
+    current = next;
+  });
+
+  it('warns when the certificate does not hold the names configured for it, and when the key is world-readable', async () => {
+    const wrong = issueLeaf(authority, { names: ['elsewhere.fedtls.test'] });
+    replaceFile(otherCert, wrong.fullChainPem);
+    writeFileSync(otherKey, wrong.keyPem, { mode: 0o644 });
+    execFileSync('chmod', ['644', otherKey]);
+    const mark = running.daemon.logs.length;
+    const outcomes = await running.reload();
+    expect(outcomes.find((l) => l.certificate === otherCert)!.event).toBe('certificate_replaced');
+    const uncovered = running.since(mark).find((l) => l.event === 'certificate_names_uncovered');
+    expect(uncovered?.uncovered).toEqual([OTHER]);
+    expect(String(uncovered?.msg)).toMatch(/configured for other\.fedtls\.test but the certificate only holds elsewhere\.fedtls\.test/);
+    const modeWarning = running.since(mark).find((l) => l.event === 'certificate_warning' && /readable by every user/.test(String(l.msg)));
+    expect(String(modeWarning?.msg)).toContain(`chmod 600 ${otherKey}`);
+  });
+});
