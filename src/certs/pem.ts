@@ -172,6 +172,7 @@ function decodePemBytes(file: string, bytes: Buffer): string {
     }
     throw new CertificateLoadError(file, 'no "-----BEGIN ...-----" line: this is not a PEM file (expected "-----BEGIN CERTIFICATE-----" or "-----BEGIN PRIVATE KEY-----")');
   }
+  checkComplete(file, text);
   return text;
 }
 

@@ -13,6 +13,7 @@ import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { answerClientError, answerConnect, answerUnknownExpectation } from './client-errors.js';
 import { markAwaitingContinue } from './expect-continue.js';
+import { serveDefaultWithoutSni } from './sni-default.js';
 
 export interface TlsListenerOptions {
   store: CertificateStore;
@@ -56,17 +57,23 @@ export function createTlsServer({ store, proxyConfig, handler, log }: TlsListene
   server.on('checkExpectation', answerUnknownExpectation);
   server.on('connect', (req: IncomingMessage, socket) => answerConnect(req, socket, log));
 
-  // Handshakes without SNI use the server's own context: keep it on the store's default pair.
-  const applyDefault = (): void => {
-    const pair = store.defaultPair();
-    if (pair) {
-      server.setSecureContext({ cert: pair.chainPem, key: pair.keyPem, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] } as never);
-      warnedNoCertificate = false;
-    }
-  };
-  applyDefault();
-  store.on('change', applyDefault);
-  server.on('close', () => store.off('change', applyDefault));
+  // Handshakes without SNI get the store's default pair, chosen per connection (sni-default.ts
+  // explains why the server itself must hold no certificate).
+  const resetWarning = (): void => { warnedNoCertificate = false; };
+  store.on('change', resetWarning);
+  server.on('close', () => store.off('change', resetWarning));
+  if (!serveDefaultWithoutSni(server, () => store.defaultPair()?.context ?? null, proxyConfig.headerTimeoutMs)) {
+    // Fallback for a Node without the internals used there: a server-wide default (SNI pairs
+    // of another key type than the default then lose to it).
+    const applyDefault = (): void => {
+      const pair = store.defaultPair();
+      if (pair) server.setSecureContext({ cert: pair.chainPem, key: pair.keyPem, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] } as never);
+    };
+    applyDefault();
+    store.on('change', applyDefault);
+    server.on('close', () => store.off('change', applyDefault));
+    log.warn({ event: 'tls_sni_fallback' }, 'this Node.js version lacks what fedtls uses to serve the default certificate without SNI; SNI certificates whose key type differs from the default one may not be served');
+  }
 
   server.on('tlsClientError', (error: NodeJS.ErrnoException, socket) => {
     log.debug({ event: 'tls_handshake_failed', peer: socket.remoteAddress, error: error.code ?? error.message }, 'TLS handshake failed');
