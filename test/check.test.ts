@@ -246,7 +246,9 @@ describe('fedtls check', () => {
 
   it('the homeserver behind fedtls is down: the version step fails and names the backend setting', async () => {
     await backend.close();
-    const { code, json } = await check([GOOD, '--well-known-port', String(boundPort(daemon, 'https'))]);
+    const { code, text, json } = await check([GOOD, '--well-known-port', String(boundPort(daemon, 'https'))], { text: true });
+    // eslint-disable-next-line no-console
+    console.log(`fedtls check report, homeserver down behind fedtls:\n${text}`);
     expect(code).toBe(1);
     expect(failures(json).map((f) => f.check)).toEqual(['version', 'keys']);
     const version = failures(json)[0]!;
