@@ -1,14 +1,9 @@
 #!/usr/bin/env node
 // The `fedtls` command line: parses arguments and dispatches to one command module each.
+// Command modules are imported only when used, so `fedtls help` or `fedtls status` do not
+// pay for loading the daemon, ACME and discovery code.
 
 import { parseArgs } from 'node:util';
-import { runCommand } from './commands/run.js';
-import { checkConfigCommand } from './commands/check-config.js';
-import { demoCommand } from './commands/demo.js';
-import { renewCommand } from './commands/renew.js';
-import { certificatesCommand } from './commands/certificates.js';
-import { checkCommand } from './commands/check.js';
-import { statusCommand } from './commands/status.js';
 
 const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
 
@@ -57,22 +52,22 @@ async function main(argv: string[]): Promise<number> {
   });
   switch (command) {
     case 'run':
-      return runCommand(values.config!);
+      return (await import('./commands/run.js')).runCommand(values.config!);
     case 'check-config':
-      return checkConfigCommand(values.config!);
+      return (await import('./commands/check-config.js')).checkConfigCommand(values.config!);
     case 'certificates':
-      return certificatesCommand(values.config!, { json: values.json! });
+      return (await import('./commands/certificates.js')).certificatesCommand(values.config!, { json: values.json! });
     case 'check':
-      return checkCommand({
+      return (await import('./commands/check.js')).checkCommand({
         serverName: positionals[0], configPath: values.config!, json: values.json!, ca: values.ca, resolver: values.resolver,
         timeout: values.timeout, wellKnownPort: values['well-known-port'], fallbackPort: values['fallback-port'],
       });
     case 'demo':
-      return demoCommand({ keep: values.keep! });
+      return (await import('./commands/demo.js')).demoCommand({ keep: values.keep! });
     case 'status':
-      return statusCommand({ configPath: values.config!, json: values.json! });
+      return (await import('./commands/status.js')).statusCommand({ configPath: values.config!, json: values.json! });
     case 'renew':
-      return renewCommand({ configPath: values.config!, name: positionals[0], force: values.force!, dryRun: values['dry-run']!, json: values.json! });
+      return (await import('./commands/renew.js')).renewCommand({ configPath: values.config!, name: positionals[0], force: values.force!, dryRun: values['dry-run']!, json: values.json! });
     case undefined:
     case 'help':
     case '--help':
