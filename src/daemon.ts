@@ -17,10 +17,11 @@ import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
+import { WorkerPool } from './workers/pool.js';
 import { ControlServer } from './ops/control-server.js';
 import { registerAcmeCommands } from './acme/control-commands.js';
 import { registerCertificateCommands } from './certs/control-commands.js';
-import { DaemonMetrics, createMetricsHandler } from './ops/metrics.js';
+import { DaemonMetrics, createMetricsHandler, type TrafficCounters } from './ops/metrics.js';
 import { buildStatusReport } from './ops/status.js';
 
 export interface BoundListener {
@@ -78,6 +79,13 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
   }
 }
 
+/**
+ * 'single': everything in this process (workers: 1). 'primary': ACME, the challenge
+ * listener and the control socket here, TLS listeners in worker processes. 'worker': only
+ * the TLS listeners, reloading certificate files when the primary says so.
+ */
+export type DaemonRole = 'single' | 'primary' | 'worker';
+
 export class Daemon {
   readonly store: CertificateStore;
   readonly challenges = new ChallengeTable();
@@ -93,41 +101,82 @@ export class Daemon {
   /** Every client connection of every listener, so a drain that runs out of time can end them all (even mid-handshake). */
   private readonly clientSockets = new Set<Socket>();
 
+  /** Every listener of this daemon in bind order, including those in TLS workers (for status). */
+  private readonly announcedListeners: { role: string; address: string }[] = [];
+  /** The TLS worker processes (role 'primary' only). */
+  private readonly pool: WorkerPool | null;
+
   constructor(
     readonly config: Config,
     readonly log: Logger,
+    readonly role: DaemonRole = config.workers > 1 ? 'primary' : 'single',
   ) {
     this.store = new CertificateStore(config.tls.defaultName);
     this.expiryWatch = new ExpiryWatch({ store: this.store, log });
-    this.acme = config.acme.enabled
-      ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log })
+    this.pool = role === 'primary'
+      ? new WorkerPool({ config, log, onListening: (listener, address) => this.logListening(listener, address) })
+      : null;
+    this.acme = config.acme.enabled && role !== 'worker'
+      ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log, onIssued: () => this.pool?.reload('acme').then(() => undefined) })
       : null;
     this.control = new ControlServer(config.controlSocket, log);
     registerAcmeCommands(this.control, this.acme);
     registerCertificateCommands(this.control, this.store);
     this.control.register('status', () => buildStatusReport({
-      serverName: config.serverName, startedAt: this.startedAt, listeners: this.listeners,
+      serverName: config.serverName, startedAt: this.startedAt, listeners: this.announcedListeners,
       store: this.store, acme: this.acme, backend: config.proxy.backend,
     }));
   }
 
   /** The metrics scrape: counters kept by DaemonMetrics plus what the store and ACME know now. */
-  renderMetrics(): string {
+  async renderMetrics(): Promise<string> {
+    const workers = (await this.pool?.metrics() ?? []) as TrafficCounters[];
     const certificates = this.store.list().flatMap(({ source, pair }) =>
       (source.names.length > 0 ? source.names : pair.leaf.names).map((name) => ({ name, source: source.id, notAfter: pair.leaf.notAfter })));
-    return this.metrics.render({ certificates, renewals: this.acme?.getStatus().orders ?? null, startedAt: this.startedAt });
+    return this.metrics.render({ certificates, renewals: this.acme?.getStatus().orders ?? null, startedAt: this.startedAt }, workers);
   }
 
-  /** Re-reads every certificate file. Called at start and on SIGHUP. */
+  /**
+   * Re-reads every certificate file. Called at start and on SIGHUP. With TLS workers, the
+   * outcome is logged once every worker serves it too, so "certificate_replaced" means the
+   * next handshake, whichever worker takes it, shows the new certificate.
+   */
   reloadCertificates(trigger: string): ReloadOutcome[] {
     const outcomes = this.store.reloadAll(certificateSources(this.config));
-    for (const outcome of outcomes) logReloadOutcome(this.log, outcome, trigger);
-    this.warnIfServerNameUncovered();
-    const counts = { added: 0, replaced: 0, unchanged: 0, refused: 0, missing: 0 };
-    for (const outcome of outcomes) counts[outcome.status] += 1;
-    this.log.info({ event: 'certificates_reloaded', trigger, added: counts.added, replaced: counts.replaced, kept: counts.unchanged, refused: counts.refused, missing: counts.missing },
-      `certificate reload (${trigger}) done: ${counts.added + counts.replaced} loaded, ${counts.unchanged} kept, ${counts.refused} refused${counts.missing ? `, ${counts.missing} not obtained yet` : ''}`);
+    // Workers stay silent: the primary read the same files and tells the story once.
+    if (this.role === 'worker') return outcomes;
+    const report = (): void => {
+      for (const outcome of outcomes) logReloadOutcome(this.log, outcome, trigger);
+      this.warnIfServerNameUncovered();
+      const counts = { added: 0, replaced: 0, unchanged: 0, refused: 0, missing: 0 };
+      for (const outcome of outcomes) counts[outcome.status] += 1;
+      this.log.info({ event: 'certificates_reloaded', trigger, added: counts.added, replaced: counts.replaced, kept: counts.unchanged, refused: counts.refused, missing: counts.missing },
+        `certificate reload (${trigger}) done: ${counts.added + counts.replaced} loaded, ${counts.unchanged} kept, ${counts.refused} refused${counts.missing ? `, ${counts.missing} not obtained yet` : ''}`);
+    };
+    if (this.pool && outcomes.some((o) => o.status === 'added' || o.status === 'replaced')) {
+      void this.pool.reload(trigger).then((served) => { this.checkWorkers(served, trigger); report(); });
+    } else {
+      report();
+    }
     return outcomes;
+  }
+
+  /** After a reload: warn about any worker that serves something else than this process's store. */
+  private checkWorkers(served: Map<number, Record<string, string | null>>, trigger: string): void {
+    for (const [worker, serials] of served) {
+      for (const entry of this.store.list()) {
+        const serial = serials[entry.source.id] ?? null;
+        if (serial !== entry.pair.leaf.serial) {
+          this.log.warn({ event: 'worker_certificate_mismatch', worker, trigger, source: entry.source.id, serial: entry.pair.leaf.serial, worker_serial: serial },
+            `TLS worker ${worker} serves serial ${serial ?? 'none'} for ${entry.source.id}, expected ${entry.pair.leaf.serial} (the files changed again during the reload? send SIGHUP once more)`);
+        }
+      }
+    }
+  }
+
+  private logListening(role: string, address: string): void {
+    this.announcedListeners.push({ role, address });
+    this.log.info({ event: 'listening', listener: role, address }, `${role} listener on ${address}`);
   }
 
   /** Peers connect to server_name: the certificate served for it must hold that name. */
@@ -149,38 +198,50 @@ export class Daemon {
       });
       const bound = await bindListener(server, address, addresses, role, configKey, this.log);
       this.listeners.push({ role, configured: address.text, address: bound, server });
-      this.log.info({ event: 'listening', listener: role, address: bound }, `${role} listener on ${bound}`);
+      if (this.role !== 'worker') this.logListening(role, bound);
     }
   }
 
   async start(): Promise<void> {
-    const { config, log } = this;
+    const { config, log, role } = this;
     this.reloadCertificates('start');
-    this.expiryWatch.start();
+    if (role !== 'worker') this.expiryWatch.start();
     await this.acme?.preflight();
 
     const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
-    this.proxy = createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
+    this.proxy = role === 'primary' ? null : createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
     const proxy = this.proxy;
     try {
-      await this.bindAll('http', config.listen.http, () => {
-        const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, challengeHandler);
-        server.keepAliveTimeout = 5000;
-        return server;
-      }, 'listen.http');
-      const federationHandler = createWellKnownHandler(config.wellKnown, proxy);
-      await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
-      const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
-      await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
-      await this.bindAll('metrics', config.listen.metrics, () => http.createServer(createMetricsHandler(() => this.renderMetrics())), 'listen.metrics');
-      for (const address of config.listen.metrics.filter((a) => !/^(127\.|::1$|localhost$)/.test(a.host))) {
-        log.warn({ event: 'metrics_not_loopback', address: address.text }, `metrics listener ${address.text} can be reached from other machines (it shows certificate names and traffic); bind it to 127.0.0.1 or firewall it`);
+      if (role !== 'worker') {
+        await this.bindAll('http', config.listen.http, () => {
+          const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, challengeHandler);
+          server.keepAliveTimeout = 5000;
+          return server;
+        }, 'listen.http');
       }
-      await this.control.start();
+      if (proxy) {
+        const federationHandler = createWellKnownHandler(config.wellKnown, proxy);
+        await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
+        const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
+        await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
+      }
+      if (this.pool) {
+        await this.pool.start();
+        log.info({ event: 'workers_started', workers: this.pool.size }, `${this.pool.size} TLS worker processes serve ${[...config.listen.federation, ...config.listen.https].map((a) => a.text).join(', ')}`);
+      }
+      if (role !== 'worker') {
+        await this.bindAll('metrics', config.listen.metrics, () => http.createServer(createMetricsHandler(() => this.renderMetrics())), 'listen.metrics');
+        for (const address of config.listen.metrics.filter((a) => !/^(127\.|::1$|localhost$)/.test(a.host))) {
+          log.warn({ event: 'metrics_not_loopback', address: address.text }, `metrics listener ${address.text} can be reached from other machines (it shows certificate names and traffic); bind it to 127.0.0.1 or firewall it`);
+        }
+        await this.control.start();
+      }
     } catch (error) {
+      await (await this.pool?.stop(0))?.exited;
       await this.closeListeners(0);
       throw error;
     }
+    if (role === 'worker') return;
 
     if (this.store.defaultPair() === null) {
       log.info({ event: 'waiting_for_certificate', names: config.acme.domains },
@@ -232,19 +293,21 @@ export class Daemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const drainMs = this.config.shutdown.drainTimeoutMs;
-      this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
+      // Workers stop accepting first (then the shared socket is closed), and drain on their own.
+      const workers = this.pool ? await this.pool.stop(drainMs) : null;
+      if (this.role !== 'worker') this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
       this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
         for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();
       }, 250);
-      const drained = this.closeListeners(drainMs);
+      const drained = Promise.all([this.closeListeners(drainMs), workers?.exited]);
       // An ACME order in progress is not waited for longer than the drain (its files are written atomically).
       const acmeStopped = this.acme ? Promise.race([this.acme.stop(), new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref())]) : undefined;
       await Promise.all([drained, acmeStopped, this.control.stop()]);
       clearInterval(idleSweep);
       this.proxy?.close();
-      this.log.info({ event: 'stopped' }, 'fedtls stopped');
+      if (this.role !== 'worker') this.log.info({ event: 'stopped' }, 'fedtls stopped');
     })();
     return this.stopping;
   }

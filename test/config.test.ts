@@ -35,6 +35,13 @@ describe('config validation', () => {
     expect(output).toMatch(/acme\.enabled: expected true or false, got the text "yes"/);
   });
 
+  it('refuses a workers count that is not "auto" or 1–64', async () => {
+    const file = writeConfig(tempDir(), { server_name: 'example.org', workers: 0 });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/workers: expected "auto" or a whole number from 1 to 64, got 0/);
+  });
+
   it('reports YAML syntax errors with the line', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'broken.yaml');

@@ -67,7 +67,8 @@ export interface AcmeManagerOptions {
   challenges: ChallengeTable;
   log: Logger;
   /** Called with each store outcome after an issuance is written and loaded. */
-  onIssued?: (outcome: ReloadOutcome) => void;
+  /** Awaited before the issuance is logged (TLS workers reload first). */
+  onIssued?: (outcome: ReloadOutcome) => void | Promise<void>;
   /** Overrides of the timing policy (tests use short ones). */
   timing?: Partial<AcmeTiming>;
 }
@@ -313,7 +314,7 @@ export class AcmeManager {
       writeFileAtomic(this.source.privateKeyPath, issued.keyPem, 0o600);
       writeFileAtomic(this.source.certificatePath, issued.chainPem, 0o644);
       const outcome = this.options.store.reloadSource(this.source);
-      this.options.onIssued?.(outcome);
+      await this.options.onIssued?.(outcome);
       if (outcome.status === 'refused') throw new Error(`the CA's certificate did not load: ${outcome.error.message}`);
       if (outcome.status === 'missing') throw new Error(`the certificate written to ${this.source.certificatePath} is gone`);
       const leaf = outcome.pair.leaf;

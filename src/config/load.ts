@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import yaml from 'js-yaml';
 import type { Config, ListenAddress, ManualCertificate } from './types.js';
@@ -130,6 +131,15 @@ function validateDomainList(reader: ObjectReader, key: string, domains: string[]
       reader.problem(key, `"${domain}" is not a valid DNS name`);
     }
   }
+}
+
+/** `workers`: "auto" (one per CPU, at most 8) or a whole number 1–64. */
+function readWorkers(reader: ObjectReader): number {
+  const value = reader.raw('workers');
+  if (value === undefined || value === null || value === 'auto') return Math.min(8, Math.max(1, os.availableParallelism()));
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 64) return value;
+  reader.problem('workers', `expected "auto" or a whole number from 1 to 64, got ${JSON.stringify(value)}`);
+  return 1;
 }
 
 /** Builds a Config from already-parsed YAML. `file` is used for messages and relative paths. */
@@ -314,6 +324,8 @@ export function buildConfig(raw: unknown, file: string): Config {
   const shutdown = { drainTimeoutMs: readDuration(shutdownReader, 'drain_timeout', 30_000) };
   shutdownReader.finish();
 
+  const workers = readWorkers(root);
+
   const controlSocket = resolvePath(stateDir, root.string('control_socket', path.join(stateDir, 'control.sock')));
 
   root.finish(FOREIGN_TOP_LEVEL_KEYS);
@@ -325,16 +337,18 @@ export function buildConfig(raw: unknown, file: string): Config {
 
   return {
     file, serverName, serverHost, listen, stateDir, controlSocket, acme,
-    tls: { certificates, defaultName }, http, proxy, wellKnown, log, shutdown,
+    tls: { certificates, defaultName }, http, proxy, wellKnown, log, shutdown, workers,
   };
 }
 
-/** Reads and validates the config file. Throws ConfigError (with every problem) or a file error. */
-export function loadConfig(file: string): Config {
+/**
+ * Reads and validates the config file (or `alreadyRead`, its text as the primary read it, in
+ * worker processes). Throws ConfigError (with every problem) or a file error. */
+export function loadConfig(file: string, alreadyRead?: string): Config {
   const absolute = path.resolve(file);
   let text: string;
   try {
-    text = readFileSync(absolute, 'utf8');
+    text = alreadyRead ?? readFileSync(absolute, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'no such file (copy config/fedtls.example.yaml there and edit it)'
@@ -351,5 +365,5 @@ export function loadConfig(file: string): Config {
     const reason = (error as { reason?: string }).reason ?? (error as Error).message;
     throw new ConfigError(absolute, [{ key: '', message: `${where}not valid YAML: ${reason}` }]);
   }
-  return buildConfig(raw ?? {}, absolute);
+  return { ...buildConfig(raw ?? {}, absolute), text };
 }

@@ -60,6 +60,8 @@ export interface WellKnownConfig {
 export interface Config {
   /** Absolute path of the file this came from (for messages). */
   file: string;
+  /** The file's text as read (loadConfig sets it), so worker processes build the very same Config. */
+  text?: string;
   /** As configured; may carry a port (`example.org:8448`). */
   serverName: string;
   /** server_name without its port: the name certificates must hold. */
@@ -87,4 +89,6 @@ export interface Config {
   wellKnown: WellKnownConfig;
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'; format: 'json' | 'pretty' };
   shutdown: { drainTimeoutMs: number };
+  /** Processes serving the TLS listeners; 1 = the daemon serves them itself (no cluster). */
+  workers: number;
 }

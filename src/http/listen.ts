@@ -2,6 +2,7 @@
 // (a default `[::]` falls back to 0.0.0.0 on hosts without IPv6), and turning EADDRINUSE /
 // EACCES / EADDRNOTAVAIL into one sentence naming the address and the fix.
 
+import cluster from 'node:cluster';
 import type { Server } from 'node:net';
 import type { ListenAddress } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
@@ -45,7 +46,8 @@ function bindOnce(server: Server, host: string, port: number, ipv6Only: boolean)
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    server.listen({ host, port, ipv6Only, exclusive: true });
+    // A TLS worker (workers > 1) shares the primary's socket: node:cluster hands out connections.
+    server.listen({ host, port, ipv6Only, exclusive: !cluster.isWorker });
   });
 }
 

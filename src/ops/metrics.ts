@@ -1,7 +1,8 @@
 // Prometheus metrics (text exposition format 0.0.4), served on listen.metrics (off by
 // default; a bare port binds loopback). Owns the counters that nothing else keeps: open
 // connections and responses per listener, backend latency. Everything else (certificates,
-// renewals) is read from its owner at scrape time, so a scrape never shows stale state.
+// renewals) is read from its owner at scrape time, so a scrape never shows stale state;
+// with TLS workers, their counters are asked for at scrape time and summed.
 // Promises: a scrape never changes anything, and only GET /metrics answers.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -50,8 +51,15 @@ class Family {
   }
 }
 
+/** The traffic counters of one process, as plain data (TLS workers send theirs to the primary). */
+export interface TrafficCounters {
+  openConnections: Record<string, number>;
+  responses: Record<string, Record<string, number>>;
+  backendLatency: { counts: number[]; sum: number; count: number };
+}
+
 export class Histogram {
-  private readonly counts: number[];
+  private counts: number[];
   private sum = 0;
   private count = 0;
 
@@ -63,6 +71,17 @@ export class Histogram {
     this.sum += value;
     this.count += 1;
     for (let i = 0; i < this.buckets.length; i += 1) if (value <= this.buckets[i]!) this.counts[i]! += 1;
+  }
+
+  snapshot(): TrafficCounters['backendLatency'] {
+    return { counts: [...this.counts], sum: this.sum, count: this.count };
+  }
+
+  /** Adds another process's observations (same buckets). */
+  add(other: TrafficCounters['backendLatency']): void {
+    this.counts = this.counts.map((n, i) => n + (other.counts[i] ?? 0));
+    this.sum += other.sum;
+    this.count += other.count;
   }
 
   writeTo(family: Family): void {
@@ -102,8 +121,29 @@ export class DaemonMetrics {
     this.backendLatency.observe(seconds);
   }
 
-  render(snapshot: MetricsSnapshot): string {
+  /** This process's counters as plain data. */
+  counters(): TrafficCounters {
+    const responses: TrafficCounters['responses'] = {};
+    for (const [role, counts] of this.responses) responses[role] = Object.fromEntries(counts);
+    return { openConnections: Object.fromEntries(this.openConnections), responses, backendLatency: this.backendLatency.snapshot() };
+  }
+
+  /** `others`: the counters of the TLS worker processes, summed with this process's. */
+  render(snapshot: MetricsSnapshot, others: TrafficCounters[] = []): string {
     const families: Family[] = [];
+    const openConnections = new Map(this.openConnections);
+    const responses = new Map([...this.responses].map(([role, counts]) => [role, new Map(counts)]));
+    const backendLatency = new Histogram(BACKEND_LATENCY_BUCKETS);
+    backendLatency.add(this.backendLatency.snapshot());
+    for (const other of others) {
+      for (const [role, n] of Object.entries(other.openConnections)) openConnections.set(role, (openConnections.get(role) ?? 0) + n);
+      for (const [role, counts] of Object.entries(other.responses)) {
+        const into = responses.get(role) ?? new Map<string, number>();
+        responses.set(role, into);
+        for (const [statusClass, n] of Object.entries(counts)) into.set(statusClass, (into.get(statusClass) ?? 0) + n);
+      }
+      backendLatency.add(other.backendLatency);
+    }
 
     const expiry = new Family('fedtls_certificate_expiry_timestamp_seconds', 'gauge', 'When the served certificate for a name expires (Unix time).');
     for (const cert of snapshot.certificates) expiry.sample(Math.floor(cert.notAfter.getTime() / 1000), { name: cert.name, source: cert.source });
@@ -116,17 +156,17 @@ export class DaemonMetrics {
     families.push(renewals);
 
     const requests = new Family('fedtls_requests_total', 'counter', 'Responses sent, by listener and HTTP status class.');
-    for (const [role, counts] of this.responses) {
+    for (const [role, counts] of responses) {
       for (const [statusClass, count] of [...counts].sort()) requests.sample(count, { listener: role, status_class: statusClass });
     }
     families.push(requests);
 
     const latency = new Family('fedtls_backend_latency_seconds', 'histogram', 'Time until the homeserver sent its response headers.');
-    this.backendLatency.writeTo(latency);
+    backendLatency.writeTo(latency);
     families.push(latency);
 
     const connections = new Family('fedtls_open_connections', 'gauge', 'Client connections open now, by listener.');
-    for (const [role, count] of this.openConnections) connections.sample(count, { listener: role });
+    for (const [role, count] of openConnections) connections.sample(count, { listener: role });
     families.push(connections);
 
     families.push(new Family('fedtls_start_time_seconds', 'gauge', 'When this fedtls process started (Unix time).').sample(Math.floor(snapshot.startedAt.getTime() / 1000)));
@@ -136,7 +176,7 @@ export class DaemonMetrics {
 }
 
 /** The metrics listener's handler: GET /metrics → the text format; anything else → 404. */
-export function createMetricsHandler(render: () => string): (req: IncomingMessage, res: ServerResponse) => void {
+export function createMetricsHandler(render: () => string | Promise<string>): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -144,8 +184,12 @@ export function createMetricsHandler(render: () => string): (req: IncomingMessag
       res.end('fedtls serves metrics at GET /metrics\n');
       return;
     }
-    const body = render();
-    res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    void Promise.resolve(render()).then((body) => {
+      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    }, () => {
+      res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('fedtls could not collect its metrics\n');
+    });
   };
 }

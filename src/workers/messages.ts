@@ -1,0 +1,34 @@
+// The messages between the primary process and its TLS worker processes (node:cluster IPC).
+// The primary owns ACME, the challenge listener, the control socket and the decision to
+// reload; a worker owns nothing but its TLS listeners and its copy of the certificate store,
+// which it fills from the same files when the primary says so.
+
+/**
+ * Primary → worker. Each is answered with `fedtls:answer` and its id; a stop is answered as
+ * soon as the worker has stopped accepting (it then drains and exits).
+ */
+export type ToWorker =
+  | { type: 'fedtls:reload'; id: number; trigger: string }
+  | { type: 'fedtls:metrics'; id: number }
+  | { type: 'fedtls:stop'; id: number };
+
+/** Worker → primary. */
+export type FromWorker =
+  | { type: 'fedtls:listening'; role: string; configured: string; address: string }
+  | { type: 'fedtls:ready' }
+  | { type: 'fedtls:start-failed'; message: string; address: string | null; code: string | null }
+  /** Reload → the serial served per source id; metrics → the worker's TrafficCounters. */
+  | { type: 'fedtls:answer'; id: number; payload: unknown };
+
+export function isFromWorker(message: unknown): message is FromWorker {
+  return typeof message === 'object' && message !== null && typeof (message as { type?: unknown }).type === 'string'
+    && (message as { type: string }).type.startsWith('fedtls:');
+}
+
+export function isToWorker(message: unknown): message is ToWorker {
+  return isFromWorker(message);
+}
+
+/** The environment variable carrying the config text from the primary to its workers. */
+export const WORKER_CONFIG_ENV = 'FEDTLS_WORKER_CONFIG_TEXT';
+export const WORKER_CONFIG_FILE_ENV = 'FEDTLS_WORKER_CONFIG_FILE';

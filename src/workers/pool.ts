@@ -1,0 +1,175 @@
+// The primary's side of `workers: N > 1`: forks N worker processes (node:cluster) that serve
+// the TLS listeners, starts them with the very config text the primary read, tells them to
+// reload certificate files and waits until every one has, restarts a worker that dies, and
+// stops them gracefully. Promises: start() resolves once every worker listens (or rejects
+// with the first worker's listen error); reload() resolves once every running worker serves
+// what the files hold (or after a bounded wait, with a warning naming the stragglers).
+
+import cluster, { type Worker } from 'node:cluster';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../ops/log.js';
+import { ListenError } from '../http/listen.js';
+import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type ToWorker } from './messages.js';
+
+const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
+const RELOAD_WAIT_MS = 10_000;
+const METRICS_WAIT_MS = 2000;
+const STOP_ACCEPTING_WAIT_MS = 5000;
+const RESTART_DELAY_MS = 1000;
+
+export interface WorkerPoolOptions {
+  config: Config;
+  log: Logger;
+  /** Called once per configured listener address, when the first worker has bound it. */
+  onListening(role: string, address: string): void;
+}
+
+interface PendingQuestion {
+  waiting: Set<number>;
+  answers: Map<number, unknown>;
+  resolve(): void;
+}
+
+export class WorkerPool {
+  private readonly workers = new Map<number, { worker: Worker; ready: boolean }>();
+  private readonly announced = new Set<string>();
+  private readonly pending = new Map<number, PendingQuestion>();
+  private nextQuestionId = 1;
+  private stopping = false;
+
+  constructor(private readonly options: WorkerPoolOptions) {}
+
+  get size(): number {
+    return this.options.config.workers;
+  }
+
+  /** Forks every worker; resolves when all are listening. */
+  start(): Promise<void> {
+    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], silent: false });
+    const starts: Promise<void>[] = [];
+    for (let i = 0; i < this.size; i++) starts.push(this.fork());
+    return Promise.all(starts).then(() => undefined);
+  }
+
+  private fork(): Promise<void> {
+    const { config, log } = this.options;
+    const worker = cluster.fork({ [WORKER_CONFIG_ENV]: config.text ?? '', [WORKER_CONFIG_FILE_ENV]: config.file });
+    const entry = { worker, ready: false };
+    this.workers.set(worker.id, entry);
+    return new Promise<void>((resolve, reject) => {
+      worker.on('message', (message: unknown) => {
+        if (!isFromWorker(message)) return;
+        this.onMessage(worker, message, resolve, reject);
+      });
+      worker.on('exit', (code, signal) => {
+        this.workers.delete(worker.id);
+        for (const [id, question] of this.pending) {
+          if (question.waiting.delete(worker.id) && question.waiting.size === 0) this.finish(id);
+        }
+        if (!entry.ready) {
+          reject(new Error(`TLS worker ${worker.id} exited during start (code ${code ?? signal})`));
+          return;
+        }
+        if (this.stopping) return;
+        log.error({ event: 'worker_exited', worker: worker.id, code, signal }, `TLS worker ${worker.id} exited unexpectedly (${code ?? signal}); starting a new one`);
+        setTimeout(() => {
+          if (!this.stopping) this.fork().catch((error: Error) => log.error({ event: 'worker_start_failed', error: error.message }, `could not restart a TLS worker: ${error.message}`));
+        }, RESTART_DELAY_MS).unref();
+      });
+    });
+  }
+
+  private onMessage(worker: Worker, message: FromWorker, resolve: () => void, reject: (error: Error) => void): void {
+    switch (message.type) {
+      case 'fedtls:listening': {
+        const key = `${message.role} ${message.configured}`;
+        if (!this.announced.has(key)) {
+          this.announced.add(key);
+          this.options.onListening(message.role, message.address);
+        }
+        return;
+      }
+      case 'fedtls:ready': {
+        const entry = this.workers.get(worker.id);
+        if (entry) entry.ready = true;
+        resolve();
+        return;
+      }
+      case 'fedtls:start-failed':
+        reject(message.address !== null && message.code !== null ? new ListenError(message.address, message.code, message.message) : new Error(message.message));
+        return;
+      case 'fedtls:answer': {
+        const question = this.pending.get(message.id);
+        if (!question) return;
+        question.answers.set(worker.id, message.payload);
+        question.waiting.delete(worker.id);
+        if (question.waiting.size === 0) this.finish(message.id);
+      }
+    }
+  }
+
+  private finish(id: number): void {
+    const question = this.pending.get(id);
+    if (!question) return;
+    this.pending.delete(id);
+    question.resolve();
+  }
+
+  /** Sends a question to every ready worker; resolves with the answers (worker id → payload) when all answered or after waitMs. */
+  private ask(make: (id: number) => ToWorker, waitMs: number, onSlow: (stragglers: number[]) => void): Promise<Map<number, unknown>> {
+    const id = this.nextQuestionId++;
+    const ready = [...this.workers.entries()].filter(([, e]) => e.ready && e.worker.isConnected());
+    return new Promise((resolve) => {
+      const question: PendingQuestion = { waiting: new Set(ready.map(([wid]) => wid)), answers: new Map(), resolve: () => { clearTimeout(timer); resolve(question.answers); } };
+      const timer = setTimeout(() => {
+        if (!this.pending.has(id)) return;
+        onSlow([...question.waiting]);
+        this.finish(id);
+      }, waitMs);
+      timer.unref();
+      this.pending.set(id, question);
+      if (question.waiting.size === 0) {
+        this.finish(id);
+        return;
+      }
+      const message = make(id);
+      for (const [, { worker }] of ready) worker.send(message);
+    });
+  }
+
+  /**
+   * Every ready worker re-reads the certificate files. Resolves with what each worker serves
+   * (worker id → source id → serial) once all have answered, or after RELOAD_WAIT_MS.
+   */
+  reload(trigger: string): Promise<Map<number, Record<string, string | null>>> {
+    return this.ask((id) => ({ type: 'fedtls:reload', id, trigger }), RELOAD_WAIT_MS, (stragglers) => {
+      this.options.log.warn({ event: 'worker_reload_slow', workers: stragglers, trigger }, `TLS workers ${stragglers.join(', ')} did not confirm the certificate reload within ${RELOAD_WAIT_MS / 1000} s`);
+    }) as Promise<Map<number, Record<string, string | null>>>;
+  }
+
+  /** Every ready worker's traffic counters, for a metrics scrape (workers that do not answer in 2 s are left out). */
+  async metrics(): Promise<unknown[]> {
+    return [...(await this.ask((id) => ({ type: 'fedtls:metrics', id }), METRICS_WAIT_MS, () => undefined)).values()];
+  }
+
+  /**
+   * Every worker stops accepting (resolves when all have: the shared listening socket is then
+   * closed), then drains its requests in flight and exits; `exited` resolves when all are
+   * gone (those still running after drain + 5 s are killed).
+   */
+  async stop(drainMs: number): Promise<{ exited: Promise<void> }> {
+    this.stopping = true;
+    const exited = Promise.all([...this.workers.values()].map(({ worker }) => new Promise<void>((resolve) => {
+      if (worker.isDead()) { resolve(); return; }
+      worker.once('exit', () => resolve());
+      setTimeout(() => { if (!worker.isDead()) worker.process.kill('SIGKILL'); }, drainMs + 5000).unref();
+    }))).then(() => undefined);
+    for (const { worker, ready } of this.workers.values()) if (!ready) worker.kill('SIGTERM');
+    await this.ask((id) => ({ type: 'fedtls:stop', id }), STOP_ACCEPTING_WAIT_MS, (stragglers) => {
+      for (const id of stragglers) this.workers.get(id)?.worker.kill('SIGTERM');
+    });
+    return { exited };
+  }
+}

@@ -1,0 +1,77 @@
+// Entry point of a TLS worker process (forked by WorkerPool with node:cluster). Builds the
+// same Config as the primary from the text it passes, runs a Daemon in the 'worker' role
+// (TLS listeners only), reloads certificate files when the primary says so and answers
+// with what it serves, and drains on the primary's stop or on SIGTERM/SIGINT.
+
+import cluster from 'node:cluster';
+import { loadConfig } from '../config/load.js';
+import { createLogger } from '../ops/log.js';
+import { Daemon } from '../daemon.js';
+import { ListenError } from '../http/listen.js';
+import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker } from './messages.js';
+
+function send(message: FromWorker): void {
+  process.send?.(message);
+}
+
+async function main(): Promise<void> {
+  const file = process.env[WORKER_CONFIG_FILE_ENV];
+  const text = process.env[WORKER_CONFIG_ENV];
+  if (!cluster.isWorker || !file || text === undefined) {
+    process.stderr.write('fedtls: worker-main.js is started by `fedtls run` (workers > 1), not by hand\n');
+    process.exit(2);
+  }
+  const config = loadConfig(file, text);
+  const log = createLogger(config.log).child({ worker: cluster.worker!.id });
+  const daemon = new Daemon(config, log, 'worker');
+
+  // A signal sent to the whole process group (Ctrl-C, systemd's stop) reaches workers too:
+  // SIGHUP is the primary's to handle; TERM/INT drain like the primary's stop.
+  process.on('SIGHUP', () => undefined);
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    daemon.stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', stop);
+  process.on('uncaughtException', (error) => {
+    log.fatal({ event: 'crash', error: error.stack ?? String(error) }, `internal error in a TLS worker, exiting: ${error.message}`);
+    process.exit(70);
+  });
+
+  process.on('message', (message: unknown) => {
+    if (!isToWorker(message)) return;
+    if (message.type === 'fedtls:stop') {
+      stop(); // closes the listeners synchronously, so the primary's shared socket closes before the answer arrives
+      send({ type: 'fedtls:answer', id: message.id, payload: null });
+      return;
+    }
+    if (message.type === 'fedtls:reload') {
+      daemon.reloadCertificates(message.trigger);
+      const serials: Record<string, string | null> = {};
+      for (const entry of daemon.store.list()) serials[entry.source.id] = entry.pair.leaf.serial;
+      send({ type: 'fedtls:answer', id: message.id, payload: serials });
+    } else if (message.type === 'fedtls:metrics') {
+      send({ type: 'fedtls:answer', id: message.id, payload: daemon.metrics.counters() });
+    }
+  });
+
+  try {
+    await daemon.start();
+  } catch (error) {
+    const listen = error instanceof ListenError ? error : null;
+    send({ type: 'fedtls:start-failed', message: (error as Error).message, address: listen?.address ?? null, code: listen?.code ?? null });
+    process.exitCode = 1;
+    process.disconnect?.();
+    return;
+  }
+  for (const listener of daemon.listeners) {
+    send({ type: 'fedtls:listening', role: listener.role, configured: listener.configured, address: listener.address });
+  }
+  send({ type: 'fedtls:ready' });
+}
+
+void main();

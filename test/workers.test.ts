@@ -1,0 +1,100 @@
+// `workers: 2`: the TLS listeners run in worker processes (node:cluster). A SIGHUP swap must
+// reach every worker before the primary says "certificate_replaced": several handshakes in a
+// row (round-robin over the workers) all see the new serial. Requests are proxied by the
+// workers, and a worker that dies is replaced.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import path from 'node:path';
+import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
+import { startBackend, type Backend } from './helpers/backend.js';
+import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
+import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
+import { handshake, rawTlsRequest } from './helpers/tls-client.js';
+
+const NAME = 'workers.fedtls.test';
+const strip = (s: string): string => s.replace(/^0+/, '').toLowerCase();
+
+function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry));
+    } catch { /* exited meanwhile */ }
+  }
+  return children;
+}
+
+async function serials(port: number, count: number): Promise<string[]> {
+  const seen: string[] = [];
+  for (let i = 0; i < count; i++) seen.push(strip((await handshake({ port, servername: NAME })).serial));
+  return seen;
+}
+
+describe('TLS worker processes', () => {
+  let authority: Authority;
+  let backend: Backend;
+  let daemon: RunningDaemon;
+  let certFile: string;
+  let keyFile: string;
+  let port: number;
+
+  beforeAll(async () => {
+    authority = createAuthority();
+    backend = await startBackend();
+    const dir = tempDir();
+    const written = await writeManualDaemonConfig(dir, NAME, backend.url, { workers: 2 });
+    certFile = written.certificatePath;
+    keyFile = path.join(dir, 'privkey.pem');
+    const first = strip(new X509Certificate(readFileSync(certFile)).serialNumber);
+    daemon = await startDaemon(written.configFile);
+    port = boundPort(daemon, 'federation');
+    expect(await serials(port, 4)).toEqual(Array(4).fill(first));
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await backend?.close();
+  });
+
+  it('runs two worker processes that proxy requests', async () => {
+    expect(daemon.logs.find((l) => l.event === 'workers_started')?.workers).toBe(2);
+    expect(childPids(daemon.child.pid!)).toHaveLength(2);
+    const before = backend.requests.length;
+    for (let i = 0; i < 4; i++) {
+      const res = await rawTlsRequest({ port, servername: NAME, request: `GET /_matrix/federation/v1/version?n=${i} HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n` });
+      expect(res.status).toBe(200);
+    }
+    expect(backend.requests.slice(before).map((r) => r.target)).toEqual([0, 1, 2, 3].map((i) => `/_matrix/federation/v1/version?n=${i}`));
+  });
+
+  it('a SIGHUP swap reaches every worker: several handshakes all see the new serial', async () => {
+    for (let round = 0; round < 3; round++) {
+      const next = issueLeaf(authority, { names: [NAME] });
+      writeFileSync(certFile, next.fullChainPem);
+      writeFileSync(keyFile, next.keyPem);
+      const before = daemon.logs.length;
+      daemon.signal('SIGHUP');
+      await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'certificate_replaced', 20_000, 'certificate_replaced');
+      expect(await serials(port, 8)).toEqual(Array(8).fill(strip(next.serial)));
+    }
+    expect(daemon.logs.filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
+  });
+
+  it('replaces a worker that dies, and the new one serves the current certificate', async () => {
+    const serving = strip((await handshake({ port, servername: NAME })).serial);
+    const [victim] = childPids(daemon.child.pid!);
+    const before = daemon.logs.length;
+    process.kill(victim!, 'SIGKILL');
+    await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_exited', 20_000, 'worker_exited');
+    const deadline = Date.now() + 20_000;
+    while (childPids(daemon.child.pid!).filter((p) => p !== victim).length < 2 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(childPids(daemon.child.pid!).filter((p) => p !== victim)).toHaveLength(2);
+    expect(await serials(port, 6)).toEqual(Array(6).fill(serving));
+  });
+});
