@@ -153,6 +153,20 @@ function looksLikeDer(bytes: Buffer): boolean {
   return total === bytes.length || (total === bytes.length - 1 && bytes[bytes.length - 1] === 0x0a);
 }
 
+function derKind(bytes: Buffer): 'certificate' | 'key' | null {
+  try {
+    new X509Certificate(bytes);
+    return 'certificate';
+  } catch { /* not a certificate */ }
+  for (const type of ['pkcs8', 'sec1', 'pkcs1'] as const) {
+    try {
+      createPrivateKey({ key: bytes, format: 'der', type });
+      return 'key';
+    } catch { /* try the next form */ }
+  }
+  return null;
+}
+
 /** Turns file bytes into PEM text, or explains what the bytes are instead. */
 function decodePemBytes(file: string, bytes: Buffer): string {
   if (bytes.length === 0) {
@@ -161,7 +175,11 @@ function decodePemBytes(file: string, bytes: Buffer): string {
   const text = bytes.toString('utf8');
   if (!text.includes('-----BEGIN ')) {
     if (looksLikeDer(bytes)) {
-      throw new CertificateLoadError(file, `the file is binary DER, not PEM text; convert it with "openssl x509 -inform der -in ${file} -out ${file}.pem" (certificate) or "openssl pkey -inform der -in ${file} -out ${file}.pem" (key)`);
+      const tool = derKind(bytes) === 'certificate' ? 'x509' : derKind(bytes) === 'key' ? 'pkey' : null;
+      const convert = (command: string): string => `"openssl ${command} -inform der -in ${file} -out ${file}.new && mv ${file}.new ${file}"`;
+      throw new CertificateLoadError(file, tool
+        ? `the file is a ${tool === 'x509' ? 'certificate' : 'private key'} in binary DER form, not PEM text; convert it with ${convert(tool)}`
+        : `the file is binary DER, not PEM text; convert it with ${convert('x509')} (certificate) or ${convert('pkey')} (key)`);
     }
     if (/^\s*$/.test(text)) {
       throw new CertificateLoadError(file, 'the file holds only whitespace, no PEM data');
@@ -243,7 +261,7 @@ function parseCertificates(file: string, blocks: PemBlock[]): X509Certificate[] 
     try {
       return new X509Certificate(block.pem);
     } catch (error) {
-      throw new CertificateLoadError(file, `certificate #${index + 1} in the file cannot be parsed (${(error as Error).message}); the file may be truncated`);
+      throw new CertificateLoadError(file, `certificate #${index + 1} in the file cannot be parsed (${(error as Error).message}); the file is damaged (cut short or edited); put the file from your CA back`);
     }
   });
 }
