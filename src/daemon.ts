@@ -153,7 +153,9 @@ export class Daemon {
       this.log.info({ event: 'certificates_reloaded', trigger, added: counts.added, replaced: counts.replaced, kept: counts.unchanged, refused: counts.refused, missing: counts.missing },
         `certificate reload (${trigger}) done: ${counts.added + counts.replaced} loaded, ${counts.unchanged} kept, ${counts.refused} refused${counts.missing ? `, ${counts.missing} not obtained yet` : ''}`);
     };
-    if (this.pool && outcomes.some((o) => o.status === 'added' || o.status === 'replaced')) {
+    // Every reload reaches the workers, not only those that changed something here: a worker
+    // that refused a pair mid-swap (files changed between its read and ours) catches up.
+    if (this.pool) {
       void this.pool.reload(trigger).then((served) => { this.checkWorkers(served, trigger); report(); });
     } else {
       report();

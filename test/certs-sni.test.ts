@@ -44,7 +44,7 @@ describe('T6: SNI picks the certificate; the default serves the rest', () => {
     delegated = issueLeaf(authority, { names: [DELEGATED], keyType: 'rsa' });
     wildcard = issueLeaf(authority, { names: [WILDCARD] });
     running = await startCertDaemon({
-      serverName: SERVER_NAME, sources: 4,
+      serverName: SERVER_NAME, sources: 4, workers: 1, // the single-process path (the other certificate tests run two workers)
       config: (dir) => {
         const write = (name: string, leaf: Leaf | null): { certificate_path: string; private_key_path: string } => {
           files[`${name}.crt`] = path.join(dir, `${name}.crt`);

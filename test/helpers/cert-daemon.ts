@@ -34,7 +34,8 @@ export interface CertDaemon {
   close(): Promise<void>;
 }
 
-export async function startCertDaemon(options: { serverName: string; config: (dir: string) => Record<string, unknown>; sources: number }): Promise<CertDaemon> {
+/** `workers` defaults to 2 so that every swap is proven in TLS worker processes, whatever the machine's CPU count. */
+export async function startCertDaemon(options: { serverName: string; config: (dir: string) => Record<string, unknown>; sources: number; workers?: number }): Promise<CertDaemon> {
   const dir = tempDir('fedtls-certs-');
   const backend = await startBackend();
   const configFile = writeConfig(dir, {
@@ -42,6 +43,7 @@ export async function startCertDaemon(options: { serverName: string; config: (di
     listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
     state_dir: path.join(dir, 'state'),
     acme: { enabled: false },
+    workers: options.workers ?? 2,
     ...options.config(dir),
   });
   const daemon = await startDaemon(configFile);
