@@ -203,6 +203,26 @@ describe('proxy: requests and headers', () => {
     expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
   });
 
+  it('survives garbage: random bytes and cut-off requests never crash the daemon or reach the backend unframed', async () => {
+    const valid = `PUT /garbage/target?x=%2F HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 10\r\nX-A: b\r\n\r\n0123456789`;
+    let seed = 0x5eed;
+    const random = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
+    const inputs: Buffer[] = [];
+    for (let i = 0; i < 40; i += 1) inputs.push(Buffer.from(Array.from({ length: 1 + Math.floor(random() * 300) }, () => Math.floor(random() * 256))));
+    for (let i = 0; i < 40; i += 1) {
+      const bytes = Buffer.from(valid, 'latin1');
+      const mutated = Buffer.from(bytes.subarray(0, Math.floor(random() * bytes.length)));
+      if (mutated.length > 0) mutated[Math.floor(random() * mutated.length)] = Math.floor(random() * 256);
+      inputs.push(mutated);
+    }
+    await Promise.all(inputs.map((input) => fixture.raw(input, 8000).catch(() => null)));
+    expect(fixture.daemon.child.exitCode).toBeNull();
+    expect(fixture.daemon.logs.filter((l) => (l.level ?? 0) >= 50)).toEqual([]);
+    expect(fixture.daemon.stderr()).toBe('');
+    for (const r of fixture.backend.requests.filter((x) => x.target.startsWith('/garbage'))) expect(r.bodyBytes).toBeLessThanOrEqual(10);
+    expect((await httpsRequest(fixture, { path: '/after-garbage' })).status).toBe(200);
+  });
+
   it('blocks /_synapse/admin however the path is spelled (404 JSON); forwards what is merely similar', async () => {
     const blocked = ['/_synapse/admin', '/_synapse/admin/v1/users', '/_synapse/%61dmin/v1/users', '//_synapse//admin/v1/users',
       '/_matrix/../_synapse/admin/v1/users', '/_synapse/./admin/', '/_SYNAPSE/Admin/v1', '/_synapse%2Fadmin/v1', '/_synapse/admin;x/v1', '/_synapse/admin?x=1'];

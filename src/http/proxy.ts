@@ -174,7 +174,8 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
       let outgoing: ClientRequest;
       const sentAt = process.hrtime.bigint();
       try {
-        outgoing = request({ host: hostname, port, method, path: target, headers, agent, setHost: false, servername });
+        // A retry goes on a new connection of its own: other pooled ones may be just as stale.
+        outgoing = request({ host: hostname, port, method, path: target, headers, agent: attempt === 0 ? agent : false, setHost: false, servername });
       } catch (error) {
         // Node refuses a target or header it could not write safely: nothing was sent.
         refuse(req, res, 400, 'M_UNRECOGNIZED', `The request cannot be forwarded: ${(error as Error).message}`);

@@ -1,0 +1,145 @@
+// The proxy's patience, over real TLS, with short configured timeouts: a backend that is
+// down (502 JSON), one that stops answering (504 JSON after proxy.response_timeout), one that
+// stalls mid-body (the client connection breaks), slow client headers (408 JSON after
+// proxy.header_timeout), idle keep-alive connections (closed after proxy.idle_timeout), the
+// bounded keep-alive pool to the backend, and a pooled connection the backend dropped.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import tls from 'node:tls';
+import type { Responder } from './helpers/backend.js';
+import { freePort } from './helpers/pebble.js';
+import { eventually, httpsRequest, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
+
+const responder: Responder = (req, res) => {
+  const url = req.url ?? '';
+  req.resume();
+  if (url.startsWith('/hang')) return; // never answers
+  if (url.startsWith('/stall-body')) {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100' });
+    res.write('{"started":');
+    return; // and then nothing
+  }
+  const delay = url.startsWith('/slow') ? 300 : 0;
+  setTimeout(() => {
+    const body = JSON.stringify({ target: url });
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  }, delay);
+};
+
+/** Opens a TLS connection, sends `bytes`, and reports what came back and when the server closed. */
+function openAndWait(fixture: ProxyFixture, bytes: string, timeoutMs = 15_000): Promise<{ response: string; closedAfterMs: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let response = '';
+    const socket = tls.connect({ host: '127.0.0.1', port: fixture.port, servername: PROXY_TEST_NAME, ca: fixture.ca }, () => { if (bytes) socket.write(bytes); });
+    socket.on('data', (d: Buffer) => { response += d.toString('latin1'); });
+    socket.on('error', () => undefined);
+    socket.on('close', () => { clearTimeout(timer); resolve({ response, closedAfterMs: performance.now() - started }); });
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`the server kept the connection open for ${timeoutMs} ms`)); }, timeoutMs);
+  });
+}
+
+function jsonOf(response: string): { errcode: string; error: string } {
+  return JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as never;
+}
+
+describe('proxy: backend down', () => {
+  let fixture: ProxyFixture;
+
+  beforeAll(async () => {
+    fixture = await startProxyFixture({ backendUrl: `http://127.0.0.1:${await freePort()}` });
+  });
+
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it('answers 502 Matrix JSON and logs which backend is unreachable', async () => {
+    const response = await httpsRequest(fixture, { path: '/_matrix/federation/v1/version' });
+    expect(response.status).toBe(502);
+    expect(response.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(response.body.toString())).toEqual({ errcode: 'M_UNKNOWN', error: 'The homeserver is unreachable' });
+    const logged = await fixture.daemon.waitForLog((l) => l.event === 'backend_unreachable', 5000, 'backend_unreachable');
+    expect(String(logged.msg)).toMatch(/cannot reach the homeserver at http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED/);
+    // Uploads too, and the daemon keeps answering.
+    const upload = await httpsRequest(fixture, { method: 'PUT', path: '/_matrix/media/v3/upload', body: Buffer.alloc(200_000) });
+    expect(upload.status).toBe(502);
+  });
+});
+
+describe('proxy: timeouts and the backend pool', () => {
+  let fixture: ProxyFixture;
+
+  beforeAll(async () => {
+    fixture = await startProxyFixture({ proxy: { response_timeout: '1500ms', header_timeout: '1s', idle_timeout: '1s', max_backend_sockets: 2, connect_timeout: '20s' } });
+    fixture.backend.respond = responder;
+  });
+
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it('a backend that stops answering: 504 Matrix JSON after proxy.response_timeout, and the upstream request is dropped', async () => {
+    const started = performance.now();
+    const response = await httpsRequest(fixture, { path: '/hang/_matrix/federation/v1/send/1' });
+    const took = performance.now() - started;
+    expect(response.status).toBe(504);
+    expect(response.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(response.body.toString()).errcode).toBe('M_UNKNOWN');
+    expect(took).toBeGreaterThanOrEqual(1400);
+    expect(took).toBeLessThan(8000);
+    const record = fixture.backend.requests.find((r) => r.target.startsWith('/hang/'))!;
+    expect(await eventually(() => record.aborted, 5000)).toBe(true);
+    expect(fixture.daemon.logs.some((l) => l.event === 'backend_timeout' && l.level === 40)).toBe(true);
+  });
+
+  it('a backend that stalls mid-body: the client connection breaks after proxy.response_timeout', async () => {
+    const response = await httpsRequest(fixture, { path: '/stall-body' });
+    expect(response.status).toBe(200);
+    expect(response.complete).toBe(false);
+    expect(response.body.toString()).toBe('{"started":');
+  });
+
+  it('slow client headers: 408 Matrix JSON after proxy.header_timeout; a silent connection is closed too', async () => {
+    const partial = await openAndWait(fixture, `GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nX-Slow: `);
+    expect(partial.response).toMatch(/^HTTP\/1\.1 408 /);
+    expect(jsonOf(partial.response).errcode).toBe('M_UNKNOWN');
+    expect(partial.closedAfterMs).toBeGreaterThanOrEqual(900);
+    expect(partial.closedAfterMs).toBeLessThan(6000);
+    const silent = await openAndWait(fixture, '');
+    expect(silent.closedAfterMs).toBeLessThan(6000);
+    expect(fixture.backend.requests.some((r) => r.target === '/_matrix/federation/v1/version')).toBe(false);
+  });
+
+  it('idle keep-alive connections are closed after proxy.idle_timeout', async () => {
+    const kept = await openAndWait(fixture, `GET /keep-alive HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\n`);
+    expect(kept.response).toMatch(/^HTTP\/1\.1 200 /);
+    expect(kept.response).not.toMatch(/\r\nConnection: close\r\n/i);
+    expect(kept.closedAfterMs).toBeGreaterThanOrEqual(900);
+    expect(kept.closedAfterMs).toBeLessThan(6000);
+  });
+
+  it('keeps connections to the backend alive and never opens more than proxy.max_backend_sockets', async () => {
+    const acceptedBefore = fixture.backend.connectionsAccepted();
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => httpsRequest(fixture, { path: `/slow/${i}` })));
+    expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
+    expect(fixture.backend.peakSockets()).toBeLessThanOrEqual(2);
+    for (let i = 0; i < 10; i += 1) expect((await httpsRequest(fixture, { path: `/sequential/${i}` })).status).toBe(200);
+    expect(fixture.backend.connectionsAccepted() - acceptedBefore).toBeLessThanOrEqual(2 + 2);
+  });
+
+  it('a pooled connection the backend dropped while idle: retried once on a new connection, the client sees 200', async () => {
+    expect((await httpsRequest(fixture, { path: '/pool/first' })).status).toBe(200);
+    fixture.backend.resetReusedConnections = true;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const second = await httpsRequest(fixture, { path: '/pool/second' });
+      expect(second.status).toBe(200);
+      expect(JSON.parse(second.body.toString()).target).toBe('/pool/second');
+      expect(fixture.daemon.logs.some((l) => l.event === 'backend_retry')).toBe(true);
+    } finally {
+      fixture.backend.resetReusedConnections = false;
+    }
+  });
+});
