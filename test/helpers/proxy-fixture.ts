@@ -58,6 +58,8 @@ export async function startProxyFixture(options: ProxyFixtureOptions = {}): Prom
     tls_certificate_path: certFile,
     tls_private_key_path: keyFile,
     log: { level: options.logLevel ?? 'debug' },
+    // One process: the proxy runs in the pid the tests read /proc numbers from.
+    workers: 1,
     ...(options.proxy ? { proxy: options.proxy } : {}),
   });
   const daemon = await startDaemon(config);
