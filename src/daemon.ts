@@ -291,13 +291,14 @@ export class Daemon {
     });
   }
 
-  /** Stops accepting at once, lets in-flight requests finish up to shutdown.drain_timeout, then closes. */
-  stop(): Promise<void> {
+  /** Stops accepting at once, lets in-flight requests finish up to shutdown.drain_timeout, then closes. `quiet`: after a failed start, log nothing. */
+  stop(options: { quiet?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
       const drainMs = this.config.shutdown.drainTimeoutMs;
       // Workers stop accepting first (then the shared socket is closed), and drain on their own.
       const workers = this.pool ? await this.pool.stop(drainMs) : null;
-      if (this.role !== 'worker') this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
+      const announce = this.role !== 'worker' && !options.quiet;
+      if (announce) this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
       this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
@@ -309,7 +310,7 @@ export class Daemon {
       await Promise.all([drained, acmeStopped, this.control.stop()]);
       clearInterval(idleSweep);
       this.proxy?.close();
-      if (this.role !== 'worker') this.log.info({ event: 'stopped' }, 'fedtls stopped');
+      if (announce) this.log.info({ event: 'stopped' }, 'fedtls stopped');
     })();
     return this.stopping;
   }

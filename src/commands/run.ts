@@ -39,12 +39,15 @@ export async function runCommand(configPath: string): Promise<number> {
   try {
     await daemon.start();
   } catch (error) {
+    // Release what did start first, so that the reason is the last line in the log.
+    await daemon.stop({ quiet: true }).catch(() => undefined);
+    const message = error instanceof ListenError ? error.message : `fedtls could not start: ${(error as Error).message}`;
     if (error instanceof ListenError) {
-      log.fatal({ event: 'listen_failed', address: error.address, code: error.code }, error.message);
+      log.fatal({ event: 'listen_failed', address: error.address, code: error.code }, message);
     } else {
-      log.fatal({ event: 'start_failed', error: (error as Error).stack ?? String(error) }, `fedtls could not start: ${(error as Error).message}`);
+      log.fatal({ event: 'start_failed', error: (error as Error).stack ?? String(error) }, message);
     }
-    await daemon.stop().catch(() => undefined);
+    await notifier.status(message); // shown by `systemctl status fedtls`
     return 1;
   }
   await notifier.ready(daemon.summary());

@@ -3,7 +3,8 @@
 // EACCES / EADDRNOTAVAIL into one sentence naming the address and the fix.
 
 import cluster from 'node:cluster';
-import type { Server } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { isIPv6, type Server } from 'node:net';
 import type { ListenAddress } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 
@@ -18,8 +19,31 @@ export class ListenError extends Error {
   }
 }
 
+/** False when this machine has no IPv6 address at all (IPv6 disabled by sysctl, or no IPv6 in the kernel). */
+export function machineHasIPv6(): boolean {
+  try {
+    return readFileSync('/proc/net/if_inet6', 'utf8').trim() !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** The lowest port an unprivileged process may bind (Linux sysctl; 1024 elsewhere). */
+function unprivilegedPortStart(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim()) || 1024;
+  } catch {
+    return 1024;
+  }
+}
+
 function explain(role: string, address: ListenAddress, code: string, configKey: string): string {
   const where = `${role} listener ${address.text}`;
+  const ipv4Instead = `"${address.host === '::1' ? '127.0.0.1' : '0.0.0.0'}:${address.port}"`;
+  if (code === 'EADDRNOTAVAIL' && isIPv6(address.host) && !machineHasIPv6()) code = 'EAFNOSUPPORT';
+  if (code === 'EACCES' && address.port >= unprivilegedPortStart()) {
+    return `${where}: permission denied by a security policy of this machine (SELinux/AppArmor, or SocketBindDeny= in the unit), not by the port number; allow it there, or change ${configKey}`;
+  }
   switch (code) {
     case 'EADDRINUSE':
       return `${where}: the port is already in use by another program (find it with "ss -ltnp 'sport = :${address.port}'"); stop it, or change ${configKey}`;
@@ -28,7 +52,7 @@ function explain(role: string, address: ListenAddress, code: string, configKey: 
     case 'EADDRNOTAVAIL':
       return `${where}: this machine has no such address; change ${configKey} to an address of this machine`;
     case 'EAFNOSUPPORT':
-      return `${where}: this machine has no IPv6; change ${configKey} to an IPv4 address such as "0.0.0.0:${address.port}"`;
+      return `${where}: this machine has no IPv6; change ${configKey} to an IPv4 address such as ${ipv4Instead}`;
     default:
       return `${where}: cannot listen (${code}); check ${configKey}`;
   }
