@@ -103,6 +103,16 @@ describe('certificate files as people save them', () => {
     });
   }
 
+  it('T4: cert and key saved by a Windows editor as "Unicode" (UTF-16 with a byte-order mark) load like the clean files', async () => {
+    const target = leaf();
+    const utf16 = (text: string): Buffer => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text.replace(/\n/g, '\r\n'), 'utf16le')]);
+    replaceFile(certFile, utf16(target.fullChainPem));
+    replaceFile(keyFile, utf16(target.keyPem));
+    const [outcome] = await running.reload();
+    expect(outcome!.event).toBe('certificate_replaced');
+    expect(await served()).toBe(serialOf(target.serial));
+  });
+
   const keyKinds: [string, Partial<LeafOptions>, RegExp][] = [
     ['P-256 with the key as EC PRIVATE KEY (SEC1)', { keyType: 'ec', keyFormat: 'traditional' }, /^-----BEGIN EC PRIVATE KEY-----/],
     ['P-256 with the key as PRIVATE KEY (PKCS#8)', { keyType: 'ec', keyFormat: 'pkcs8' }, /^-----BEGIN PRIVATE KEY-----/],

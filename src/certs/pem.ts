@@ -153,6 +153,12 @@ function looksLikeDer(bytes: Buffer): boolean {
   return total === bytes.length || (total === bytes.length - 1 && bytes[bytes.length - 1] === 0x0a);
 }
 
+/** PKCS#12 (PFX) starts SEQUENCE { INTEGER 3, ... }. */
+function isPkcs12(bytes: Buffer): boolean {
+  const header = bytes[1]! < 0x80 ? 2 : 2 + (bytes[1]! & 0x7f);
+  return bytes[header] === 0x02 && bytes[header + 1] === 0x01 && bytes[header + 2] === 0x03;
+}
+
 function derKind(bytes: Buffer): 'certificate' | 'key' | null {
   try {
     new X509Certificate(bytes);
@@ -172,8 +178,14 @@ function decodePemBytes(file: string, bytes: Buffer): string {
   if (bytes.length === 0) {
     throw new CertificateLoadError(file, 'the file is empty (0 bytes); it may still be being written, or the copy failed');
   }
-  const text = bytes.toString('utf8');
+  // Windows editors save "Unicode" as UTF-16 with a byte-order mark; read it as the text it is.
+  const text = bytes[0] === 0xff && bytes[1] === 0xfe ? bytes.subarray(2).toString('utf16le')
+    : bytes[0] === 0xfe && bytes[1] === 0xff ? Buffer.from(bytes.subarray(2)).swap16().toString('utf16le')
+    : bytes.toString('utf8');
   if (!text.includes('-----BEGIN ')) {
+    if (looksLikeDer(bytes) && isPkcs12(bytes)) {
+      throw new CertificateLoadError(file, `the file is a PKCS#12 bundle (.p12/.pfx), not PEM; extract the chain and the key with "openssl pkcs12 -in ${file} -nokeys -out fullchain.pem" and "openssl pkcs12 -in ${file} -nocerts -nodes -out privkey.pem", then point certificate_path and private_key_path at them`);
+    }
     if (looksLikeDer(bytes)) {
       const tool = derKind(bytes) === 'certificate' ? 'x509' : derKind(bytes) === 'key' ? 'pkey' : null;
       const convert = (command: string): string => `"openssl ${command} -inform der -in ${file} -out ${file}.new && mv ${file}.new ${file}"`;
