@@ -189,6 +189,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         timedOut = true;
         outgoing.destroy(new Error(`no connection to the backend within proxy.connect_timeout (${config.connectTimeoutMs} ms)`));
       }, config.connectTimeoutMs);
+      outgoing.once('close', () => clearTimeout(connectTimer));
       outgoing.once('socket', (socket: Socket) => {
         if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
         else clearTimeout(connectTimer);

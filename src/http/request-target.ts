@@ -56,8 +56,14 @@ export function pathForMatching(target: string): string {
 export function blockedPathMatcher(prefixes: readonly string[]): (target: string) => boolean {
   const normalised = prefixes.map((prefix) => pathForMatching(prefix)).map((p) => (p === '/' ? '' : p));
   if (normalised.length === 0) return () => false;
+  if (normalised.includes('')) return () => true;
+  // Cheap pre-check on the hot path: a target can only normalise into a blocked prefix if it
+  // holds that prefix's first segment (any case) or an escape that could spell it.
+  const firstSegments = [...new Set(normalised.map((p) => p.split('/')[1]!))];
+  const mightBeBlocked = new RegExp(`[%\\\\]|${firstSegments.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')}`, 'i');
   return (target) => {
+    if (!mightBeBlocked.test(target)) return false;
     const path = pathForMatching(target);
-    return normalised.some((prefix) => prefix === '' || path === prefix || path.startsWith(`${prefix}/`));
+    return normalised.some((prefix) => path === prefix || path.startsWith(`${prefix}/`));
   };
 }
