@@ -98,6 +98,8 @@ export class Daemon {
   private stopping: Promise<void> | null = null;
   readonly startedAt = new Date();
   readonly metrics = new DaemonMetrics();
+  /** Resolves when the last reload is served everywhere (with TLS workers: by every worker); systemd hears READY=1 then. */
+  reloadSettled: Promise<void> = Promise.resolve();
   /** Every client connection of every listener, so a drain that runs out of time can end them all (even mid-handshake). */
   private readonly clientSockets = new Set<Socket>();
 
@@ -156,9 +158,10 @@ export class Daemon {
     // Every reload reaches the workers, not only those that changed something here: a worker
     // that refused a pair mid-swap (files changed between its read and ours) catches up.
     if (this.pool) {
-      void this.pool.reload(trigger).then((served) => { this.checkWorkers(served, trigger); report(); });
+      this.reloadSettled = this.pool.reload(trigger).then((served) => { this.checkWorkers(served, trigger); report(); });
     } else {
       report();
+      this.reloadSettled = Promise.resolve();
     }
     return outcomes;
   }

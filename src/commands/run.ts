@@ -64,7 +64,7 @@ export async function runCommand(configPath: string): Promise<number> {
       } catch (error) {
         log.error({ event: 'reload_failed', error: (error as Error).message }, `reload failed: ${(error as Error).message}`);
       }
-      void notifier.ready(daemon.summary());
+      void daemon.reloadSettled.catch(() => undefined).then(() => notifier.ready(daemon.summary()));
     });
     const onStop = (signal: NodeJS.Signals): void => {
       if (stopRequested) {
