@@ -6,7 +6,7 @@
 // Installs nothing: it says which tools are missing and skips optional peers.
 // Options: --duration=SECONDS (per load, default 10), --systems=fedtls,nginx,...,
 //          --loads=keepalive,newconn,upload,sighup, --workers=N (fedtls), --no-write,
-//          --keep (leave the temp dir), --concurrency=N (default 50).
+//          --keep (leave the temp dir), --concurrency=N (default 50), --rounds=N (default 2).
 
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, mkdirSync, renameSync, rmSync, existsSync } from 'node:fs';
@@ -29,6 +29,7 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
 }));
 const DURATION = Number(args.duration ?? 10);
 const CONCURRENCY = Number(args.concurrency ?? 50);
+const ROUNDS = Number(args.rounds ?? 2);
 const UPLOAD_MB = 50;
 const UPLOAD_IN_FLIGHT = 20;
 const SIGHUPS = 100;
@@ -413,18 +414,29 @@ try {
   for (const system of systems) {
     results[system.name] = { idle: { rss: treeRss(system.child.pid) } };
   }
-  for (const load of LOADS) {
-    for (const system of systems) {
-      let figures = null;
-      if (load === 'keepalive') figures = await loadKeepAlive(system);
-      else if (load === 'newconn' && system.tls) figures = await loadNewConnections(system);
-      else if (load === 'upload') figures = await loadUpload(system);
-      else if (load === 'sighup' && system.name === 'fedtls') figures = await loadSighup(system);
-      if (figures) {
-        results[system.name][load] = figures;
-        log(`${load.padEnd(9)} ${system.name.padEnd(8)} ${JSON.stringify(figures)}`);
+  // Each load runs ROUNDS times over all systems in turn; the best round per system counts
+  // (other processes on the machine only ever make a round worse, for every system alike).
+  const better = { keepalive: 'rps', newconn: 'cps', upload: 'mbps', sighup: null };
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const load of LOADS) {
+      if (load === 'sighup' && round !== ROUNDS) continue;
+      for (const system of systems) {
+        let figures = null;
+        if (load === 'keepalive') figures = await loadKeepAlive(system);
+        else if (load === 'newconn' && system.tls) figures = await loadNewConnections(system);
+        else if (load === 'upload') figures = await loadUpload(system);
+        else if (load === 'sighup' && system.name === 'fedtls') figures = await loadSighup(system);
+        if (figures) {
+          const kept = results[system.name][load];
+          const key = better[load];
+          if (kept && load === 'upload') figures.rssGrowth = Math.max(figures.rssGrowth, kept.rssGrowth);
+          if (kept) figures.failed += kept.failed;
+          if (!kept || !key || figures[key] > kept[key]) results[system.name][load] = figures;
+          else kept.failed = figures.failed;
+          log(`round ${round}/${ROUNDS} ${load.padEnd(9)} ${system.name.padEnd(8)} ${JSON.stringify(figures)}`);
+        }
+        await sleep(500);
       }
-      await sleep(500);
     }
   }
 } catch (error) {
@@ -439,6 +451,7 @@ if (fatal) {
 }
 
 // ---------------------------------------------------------------- report
+const loadAverage = os.loadavg().map((n) => n.toFixed(1)).join(', ');
 const rows = [
   ['keep-alive GET req/s', (r) => r.keepalive?.rps, 0, 'higher'],
   ['keep-alive p50 ms', (r) => r.keepalive?.p50, 2, 'lower'],
@@ -491,9 +504,9 @@ const fedtlsCommit = (() => { try { return execFileSync('git', ['-C', ROOT, 'rev
 
 const report = `# fedtls benchmark, ${when.toISOString().slice(0, 16).replace('T', ' ')} UTC
 
-Machine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.release()}.
+Machine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.release()}; load average at the end ${loadAverage}.
 fedtls ${fedtlsCommit} on node ${process.version}${args.workers !== undefined ? ` (workers: ${args.workers})` : ''}; ${nginxVersion.replace('nginx version: ', '')}; Caddy ${caddyVersion}; ${haproxyVersion}.
-Loads (wrk, ${WRK_THREADS} threads, all on loopback, client and servers share the cores): ${DURATION} s each at ${CONCURRENCY} connections;
+Loads (wrk, ${WRK_THREADS} threads, all on loopback, client and servers share the cores): ${DURATION} s each at ${CONCURRENCY} connections, best of ${ROUNDS} rounds;
 uploads ${UPLOAD_MB} MB PUT bodies, ${UPLOAD_IN_FLIGHT} in flight, ${Math.max(DURATION, 10) * 1.5} s. Each cell: value (ratio to nginx / ratio to Caddy).
 ${skipped.length ? `\nSkipped: ${skipped.join('; ')}.\n` : ''}
 ${lines.join('\n')}

@@ -1,11 +1,12 @@
 // `workers: 2`: the TLS listeners run in worker processes (node:cluster). A SIGHUP swap must
 // reach every worker before the primary says "certificate_replaced": several handshakes in a
 // row (round-robin over the workers) all see the new serial. Requests are proxied by the
-// workers, and a worker that dies is replaced.
+// workers, a session resumes on any worker, and a worker that dies is replaced.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
 import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
@@ -82,6 +83,27 @@ describe('TLS worker processes', () => {
       expect(await serials(port, 8)).toEqual(Array(8).fill(strip(next.serial)));
     }
     expect(daemon.logs.filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
+  });
+
+  it('resumes a TLS session on any worker (a reconnecting peer skips the full handshake)', async () => {
+    const connect = (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | null }> => new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });
+      let ticket: Buffer | null = null;
+      let reused = false;
+      socket.on('session', (s: Buffer) => { ticket = s; });
+      socket.on('secureConnect', () => {
+        reused = socket.isSessionReused();
+        socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
+      });
+      socket.on('data', () => undefined);
+      socket.on('close', () => resolve({ reused, ticket }));
+      socket.on('error', reject);
+    });
+    const { ticket } = await connect();
+    expect(ticket).not.toBeNull();
+    const reused: boolean[] = [];
+    for (let i = 0; i < 6; i++) reused.push((await connect(ticket!)).reused);
+    expect(reused).toEqual(Array(6).fill(true));
   });
 
   it('replaces a worker that dies, and the new one serves the current certificate', async () => {
