@@ -146,10 +146,10 @@ function processTree(pid) {
   return tree;
 }
 
-/** Resident set of a process tree, in bytes. */
-function treeRss(pid) {
+/** Resident set of a process tree (or of the given pids), in bytes. */
+function treeRss(pid, pids = processTree(pid)) {
   let total = 0;
-  for (const p of processTree(pid)) {
+  for (const p of pids) {
     try {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
       if (m) total += Number(m[1]) * 1024;
@@ -362,13 +362,14 @@ async function loadNewConnections(system) {
 
 async function loadUpload(system) {
   const pid = system.child.pid;
-  const before = treeRss(pid);
+  const pids = processTree(pid); // fixed for the load: sampling reads only these
+  const before = treeRss(pid, pids);
   let peak = before;
-  const sampler = setInterval(() => { peak = Math.max(peak, treeRss(pid)); }, 50);
+  const sampler = setInterval(() => { peak = Math.max(peak, treeRss(pid, pids)); }, 50);
   const duration = Math.max(DURATION, 10) * 1.5;
   const r = await runWrk(`${system.url}/`, { duration, connections: UPLOAD_IN_FLIGHT, script: uploadScript, timeout: '120s' });
   clearInterval(sampler);
-  peak = Math.max(peak, treeRss(pid));
+  peak = Math.max(peak, treeRss(pid, pids));
   return { mbps: (r.requests * UPLOAD_MB) / duration, uploads: r.requests, rssGrowth: peak - before, failed: r.failed };
 }
 
