@@ -43,7 +43,7 @@ export function certificateSources(config: Config): CertificateSource[] {
 
 /** One log line per source per load: kept / replaced (old and new serial, expiry) / refused (why, which file). */
 export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: string): void {
-  const files = { certificate: outcome.source.certificatePath, private_key: outcome.source.privateKeyPath };
+  const files = { certificate: outcome.source.certificatePath, private_key_file: outcome.source.privateKeyPath };
   switch (outcome.status) {
     case 'added':
     case 'replaced':
@@ -213,7 +213,8 @@ export class Daemon {
     if (role !== 'worker') this.expiryWatch.start();
     await this.acme?.preflight();
 
-    const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, log });
+    const redirectHosts = new Set([config.serverHost, ...config.acme.domains, ...config.tls.certificates.flatMap((c) => c.names), ...(config.wellKnown.server ? [config.wellKnown.server.replace(/:\d+$/, '')] : [])].map((n) => n.toLowerCase()));
+    const challengeHandler = createChallengeHandler({ challenges: this.challenges, redirectToHttps: config.http.redirectToHttps, redirectHosts, log });
     this.proxy = role === 'primary' ? null : createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
     const proxy = this.proxy;
     try {
@@ -248,9 +249,13 @@ export class Daemon {
     }
     if (role === 'worker') return;
 
-    if (this.store.defaultPair() === null) {
+    if (this.store.defaultPair() === null && config.acme.enabled) {
       log.info({ event: 'waiting_for_certificate', names: config.acme.domains },
         `no certificate yet: fedtls will ask ${config.acme.directoryUrl} for one; the CA must reach http://${config.acme.domains[0]}/.well-known/acme-challenge/… on port 80`);
+    } else if (this.store.defaultPair() === null) {
+      const files = config.tls.certificates.map((c) => c.certificatePath).join(', ');
+      log.error({ event: 'no_certificate_to_serve', files },
+        `nothing to serve: ACME is off (acme.enabled: false) and no configured certificate loaded (${files}); every TLS handshake fails until you fix the files named above and reload (systemctl reload fedtls, or kill -HUP)`);
     }
     this.acme?.start();
     log.info({ event: 'ready', server_name: config.serverName, backend: config.proxy.backend.origin, certificates: this.store.size }, `fedtls is running for ${config.serverName}, forwarding to ${config.proxy.backend.origin}`);

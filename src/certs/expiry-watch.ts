@@ -59,7 +59,7 @@ export function logExpiryWarning(log: Logger, warning: ExpiryWarning): void {
     event: warning.thresholdDays === 0 ? 'certificate_expired' : 'certificate_expiring',
     source: warning.sourceId, names: warning.names, serial: warning.serial,
     not_after: warning.notAfter.toISOString(), days_left: warning.daysLeft, threshold_days: warning.thresholdDays,
-    certificate: warning.certificatePath, private_key: warning.privateKeyPath,
+    certificate: warning.certificatePath, private_key_file: warning.privateKeyPath,
   };
   const names = warning.names.join(', ');
   if (warning.thresholdDays === 0) {

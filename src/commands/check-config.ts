@@ -2,14 +2,15 @@
 // print a short summary, exit 0 when fedtls would start with it, 1 otherwise.
 
 import { loadConfigForCommand } from './config-for-command.js';
-import { loadPairFromFiles, CertificateLoadError } from '../certs/pem.js';
+import { loadPairFromFiles, nameMatches, CertificateLoadError } from '../certs/pem.js';
 
 export function checkConfigCommand(configPath: string): number {
   const config = loadConfigForCommand(configPath);
   if (!config) return 1;
-  let ok = true;
+  let problems = 0;
+  const warnings: string[] = [];
+  const coveredNames: string[] = config.acme.enabled ? [...config.acme.domains] : [];
   const lines = [
-    `${config.file}: valid`,
     `  server_name: ${config.serverName}`,
     `  backend: ${config.proxy.backend.origin}`,
     `  federation listeners: ${config.listen.federation.map((a) => a.text).join(', ') || 'none'}`,
@@ -22,12 +23,20 @@ export function checkConfigCommand(configPath: string): number {
       const loaded = loadPairFromFiles(pair.certificatePath, pair.privateKeyPath);
       lines.push(`  certificate ${pair.certificatePath}: ${loaded.leaf.names.join(', ')}, expires ${loaded.leaf.notAfter.toISOString()}`);
       for (const warning of loaded.warnings) lines.push(`    warning: ${warning}`);
+      coveredNames.push(...loaded.leaf.names);
     } catch (error) {
       if (!(error instanceof CertificateLoadError)) throw error;
-      ok = false;
+      problems += 1;
       lines.push(`  certificate problem: ${error.message}`);
     }
   }
-  (ok ? process.stdout : process.stderr).write(`${lines.join('\n')}\n`);
-  return ok ? 0 : 1;
+  if (config.serverHost && !coveredNames.some((pattern) => nameMatches(pattern, config.serverHost))) {
+    warnings.push(`no certificate holds server_name ${config.serverHost}: peers that connect to ${config.serverHost} will refuse the TLS handshake (fine only if /.well-known/matrix/server delegates to a name that is covered)`);
+  }
+  for (const warning of warnings) lines.push(`  warning: ${warning}`);
+  const verdict = problems === 0
+    ? `${config.file}: valid${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? '' : 's'})` : ''}`
+    : `${config.file}: the config is well-formed, but ${problems} certificate file${problems === 1 ? '' : 's'} cannot be used; fedtls would start without ${problems === 1 ? 'it' : 'them'}`;
+  (problems === 0 ? process.stdout : process.stderr).write(`${[verdict, ...lines].join('\n')}\n`);
+  return problems === 0 ? 0 : 1;
 }

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { buildConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { freePort } from '../demo/ports.js';
@@ -87,8 +87,8 @@ export async function demoCommand(options: { keep: boolean }): Promise<number> {
     writeFileSync(configPath, configText);
     say(`3. Starting fedtls with this config (${configPath}):`);
     say(configText.trimEnd().split('\n').map((l) => `     ${l}`).join('\n'));
-    const { default: yaml } = await import('js-yaml');
-    const config = buildConfig(yaml.load(configText), configPath);
+    // Read back from the file like `fedtls run` does: TLS worker processes start from that text.
+    const config = loadConfig(configPath);
     daemon = new Daemon(config, createLogger(config.log));
     await daemon.start();
     say(`   fedtls answers ACME challenges on 127.0.0.1:${httpPort} and serves federation TLS on 127.0.0.1:${federationPort}.`);

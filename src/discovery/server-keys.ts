@@ -43,7 +43,13 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function checkServerKeys(document: unknown, serverName: string, now = Date.now()): KeyCheck {
   if (!isObject(document)) return { ok: false, summary: 'the answer is not a JSON object', details: [], fix: 'make sure /_matrix/key/v2/server reaches the homeserver unchanged' };
   const name = document.server_name;
-  if (typeof name !== 'string' || name.toLowerCase() !== serverName.toLowerCase()) {
+  if (typeof name !== 'string') {
+    return {
+      ok: false, summary: 'the answer has no server_name, so peers cannot tell whose keys these are', details: [],
+      fix: 'make sure /_matrix/key/v2/server on this address reaches a Matrix homeserver (not a web server or another service)',
+    };
+  }
+  if (name.toLowerCase() !== serverName.toLowerCase()) {
     return {
       ok: false, summary: `the homeserver says it is ${JSON.stringify(name)}, but peers asked for ${serverName}`, details: [],
       fix: `the homeserver's server_name (homeserver.yaml) must be ${serverName}; or this address serves another homeserver: fix the delegation or DNS`,

@@ -1,7 +1,8 @@
 // The port-80 request handler: answers ACME HTTP-01 challenges from the live challenge table
 // and nothing else from it. The challenge path is always answered directly (never
 // redirected), before and after a certificate exists; other requests get 404, or a redirect
-// to https:// when `http.redirect_to_https` is on. Never reads files from disk.
+// to https:// when `http.redirect_to_https` is on (only for host names fedtls serves, so the
+// port-80 listener is never an open redirect). Never reads files from disk.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ChallengeTable } from '../acme/challenges.js';
@@ -13,6 +14,8 @@ const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 export interface ChallengeHandlerOptions {
   challenges: ChallengeTable;
   redirectToHttps: boolean;
+  /** Host names a redirect may point at (lower-case); others get 404. */
+  redirectHosts: ReadonlySet<string>;
   log: Logger;
 }
 
@@ -42,7 +45,7 @@ export function createChallengeHandler(options: ChallengeHandlerOptions): (req: 
     }
     if (options.redirectToHttps && (req.method === 'GET' || req.method === 'HEAD')) {
       const host = splitHostPort(req.headers.host ?? '');
-      if (host && isValidHostname(host.host) && target.startsWith('/')) {
+      if (host && isValidHostname(host.host) && options.redirectHosts.has(host.host.toLowerCase().replace(/\.$/, '')) && target.startsWith('/')) {
         sendText(res, 301, 'Moved\n', { Location: `https://${host.host}${target}` });
         return;
       }
