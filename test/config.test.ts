@@ -25,7 +25,7 @@ describe('config validation', () => {
     const file = writeConfig(tempDir(), { server_name: 'example.org', acme: { enabled: true, emial: 'a@b.c' } });
     const { code, output } = await checkConfig(file);
     expect(code).toBe(1);
-    expect(output).toMatch(/acme\.emial: is not a fedtls setting/);
+    expect(output).toMatch(/acme\.emial: is not a fedtls setting; did you mean acme\.email\?/);
   });
 
   it('refuses a wrong type and says what is expected', async () => {
@@ -40,6 +40,15 @@ describe('config validation', () => {
     const { code, output } = await checkConfig(file);
     expect(code).toBe(1);
     expect(output).toMatch(/workers: expected "auto" or a whole number from 1 to 64, got 0/);
+  });
+
+  it('suggests the nearest key for a top-level typo, and what to use instead of Synapse\'s keys', async () => {
+    const file = writeConfig(tempDir(), { server_nam: 'example.org', tls_dh_params_path: '/etc/dh.pem', acme: { domain: 'example.org' } });
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(1);
+    expect(output).toMatch(/server_nam: is not a fedtls setting; did you mean server_name\?/);
+    expect(output).toMatch(/tls_dh_params_path: is a Synapse key that fedtls does not need/);
+    expect(output).toMatch(/acme\.domain: is Synapse's name; fedtls takes a list: acme\.domains/);
   });
 
   it('reports YAML syntax errors with the line', async () => {

@@ -40,6 +40,21 @@ export class ConfigError extends Error {
 const FOREIGN_TOP_LEVEL_KEYS: Record<string, string> = {
   acme_url: 'is not a fedtls key; write `acme: { url: ... }`',
   no_tls: 'is a Synapse key; fedtls always serves TLS on listen.federation',
+  tls_dh_params_path: 'is a Synapse key that fedtls does not need (it uses ECDHE key exchange only); remove it',
+  tls_fingerprints: 'is an obsolete Synapse key (unused since Synapse 1.0); remove it',
+  listeners: 'is Synapse\'s; fedtls listens on listen.http (ACME, port 80) and listen.federation (TLS, port 8448)',
+  federation_certificate_verification_whitelist: 'is a Synapse key about outgoing connections; fedtls only serves incoming ones; remove it',
+  public_baseurl: 'is a Synapse key; for client discovery set well_known.client',
+  serve_server_wellknown: 'is Synapse\'s; in fedtls set well_known.server (host[:port])',
+};
+
+/** Synapse's keys under `acme:` (0.99–1.36), with what fedtls uses instead. */
+const SYNAPSE_ACME_KEYS: Record<string, string> = {
+  reprovision_threshold: 'is Synapse\'s name; fedtls calls it acme.renew_before',
+  account_key_file: 'fedtls keeps the account key in state_dir; remove this key',
+  bind_addresses: 'use listen.http',
+  port: 'use listen.http',
+  domain: 'is Synapse\'s name; fedtls takes a list: acme.domains: [name, ...] (default: server_name)',
 };
 
 const HOSTNAME_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
@@ -222,7 +237,7 @@ export function buildConfig(raw: unknown, file: string): Config {
   if (acme.enabled && acme.domains.length === 0 && serverHost) {
     acmeReader.problem('domains', 'is empty; list at least one name, or set acme.enabled: false');
   }
-  acmeReader.finish({ reprovision_threshold: 'is Synapse\'s name; fedtls calls it acme.renew_before', account_key_file: 'fedtls keeps the account key in state_dir; remove this key', bind_addresses: 'use listen.http', port: 'use listen.http' });
+  acmeReader.finish(SYNAPSE_ACME_KEYS);
 
   // Certificates managed by hand: the Synapse-style flat pair, tls.certificate_path/private_key_path,
   // and tls.certificates (a list).

@@ -147,12 +147,48 @@ export class ObjectReader {
     });
   }
 
-  /** Reports every key that no read asked for: typos and keys from other tools. */
+  /** Reports every key that no read asked for: typos (with the nearest real key) and keys from other tools. */
   finish(knownElsewhere: Record<string, string> = {}): void {
     for (const key of Object.keys(this.data)) {
       if (this.seen.has(key)) continue;
       const hint = knownElsewhere[key];
-      this.problem(key, hint ?? `is not a fedtls setting (check the spelling; config/fedtls.example.yaml lists every key)`);
+      if (hint) {
+        this.problem(key, hint);
+        continue;
+      }
+      const nearest = nearestKey(key, [...this.seen]);
+      this.problem(key, nearest
+        ? `is not a fedtls setting; did you mean ${this.path(nearest)}?`
+        : 'is not a fedtls setting (check the spelling; config/fedtls.example.yaml lists every key)');
     }
   }
+}
+
+/** Edit distance between two short strings (Levenshtein). */
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i += 1) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j += 1) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** The known key closest to a misspelt one, when it is close enough to be a typo. */
+function nearestKey(key: string, known: string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best !== null && bestDistance <= (key.length <= 4 ? 1 : 2) ? best : null;
 }
