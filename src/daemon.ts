@@ -218,6 +218,9 @@ export class Daemon {
     this.proxy = role === 'primary' ? null : createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
     const proxy = this.proxy;
     try {
+      // The control socket first: a second fedtls with the same state_dir is told plainly that
+      // one is already running, instead of failing later on a busy port.
+      if (role !== 'worker') await this.control.start();
       if (role !== 'worker') {
         await this.bindAll('http', config.listen.http, () => {
           const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, challengeHandler);
@@ -240,11 +243,11 @@ export class Daemon {
         for (const address of config.listen.metrics.filter((a) => !/^(127\.|::1$|localhost$)/.test(a.host))) {
           log.warn({ event: 'metrics_not_loopback', address: address.text }, `metrics listener ${address.text} can be reached from other machines (it shows certificate names and traffic); bind it to 127.0.0.1 or firewall it`);
         }
-        await this.control.start();
       }
     } catch (error) {
       await (await this.pool?.stop(0))?.exited;
       await this.closeListeners(0);
+      await this.control.stop();
       throw error;
     }
     if (role === 'worker') return;

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { startBackend, type Backend } from './helpers/backend.js';
-import { CLI, runCli, tempDir, writeConfig, type LogLine } from './helpers/daemon.js';
+import { CLI, runCli, startDaemon, tempDir, writeConfig, type LogLine } from './helpers/daemon.js';
 import { freePort } from './helpers/pebble.js';
 import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
 import { startNotifySocket } from './helpers/notify-socket.js';
@@ -180,5 +180,22 @@ describe('C4: the last words', () => {
     const bad = runCli(['run', '--config', broken]);
     expect(await bad.exited).toBe(1);
     expect(String(bad.logs.at(-1)!.msg)).toMatch(/line \d+, column \d+: not valid YAML/);
+  });
+});
+
+describe('starting twice', () => {
+  it('a second fedtls with the same state_dir says one is already running, and exits 1', async () => {
+    const backend = await startBackend();
+    const { configFile } = await writeManualDaemonConfig(tempDir(), 'twice.fedtls.test', backend.url, { workers: 1 });
+    const first = await startDaemon(configFile);
+    try {
+      const second = runCli(['run', '--config', configFile]);
+      expect(await second.exited).toBe(1);
+      expect(second.stdout()).toMatch(/another fedtls is already running with control socket .*control\.sock; stop it first/);
+      expect(first.child.exitCode).toBeNull();
+    } finally {
+      await first.stop();
+      await backend.close();
+    }
   });
 });
