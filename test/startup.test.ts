@@ -60,6 +60,9 @@ describe('C1: listeners that cannot bind', () => {
         expect(last.msg).toBe(`${role} listener 127.0.0.1:${port}: the port is already in use by another program (find it with "ss -ltnp 'sport = :${port}'"); stop it, or change listen.${role}`);
         expect(run.logs.filter((l) => l.event === 'listening').map((l) => l.listener)).not.toContain(role);
         expect(run.logs.some((l) => l.event === 'ready')).toBe(false);
+        // The key file is named (a path is no secret); key material never appears.
+        expect(run.logs.find((l) => l.event === 'certificate_added')?.private_key_file).toBe(path.join(dir, 'privkey.pem'));
+        expect(run.stdout()).not.toContain('PRIVATE KEY');
         // systemd is told why (STATUS=) and never that we are ready.
         await notify.waitFor((m) => m.STATUS === last.msg, 'STATUS with the reason');
         expect(notify.messages.some((m) => m.READY === '1')).toBe(false);
