@@ -10,9 +10,26 @@ import tls from 'node:tls';
 import type { Responder } from './helpers/backend.js';
 import { httpsRequest, processStats, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
 
+/** Responses no proxy may pass on as they are, written raw by the backend. */
+const RAW_RESPONSES: Record<string, string> = {
+  'length-and-chunked': 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+  'two-lengths': 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!',
+  'bad-header': 'HTTP/1.1 200 OK\r\nX Bad: 1\r\nContent-Length: 2\r\n\r\nok',
+  'not-http': 'SSH-2.0-OpenSSH_9.2\r\n',
+};
+
 const responder: Responder = (req, res) => {
   const url = req.url ?? '';
   req.resume();
+  if (url.startsWith('/raw-response/')) {
+    const name = url.slice('/raw-response/'.length);
+    if (name === 'early-hints') {
+      req.socket.end('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-After-Hints: 1\r\n\r\nok');
+      return;
+    }
+    req.socket.end(RAW_RESPONSES[name]);
+    return;
+  }
   req.on('end', () => {
     if (url.startsWith('/cookies')) {
       res.writeHead(200, [['Set-Cookie', 'a=1; Path=/'], ['Set-Cookie', 'b=2; Path=/'], ['X-Repeat', 'one'], ['X-Repeat', 'two'],
@@ -221,6 +238,20 @@ describe('proxy: requests and headers', () => {
     expect(fixture.daemon.stderr()).toBe('');
     for (const r of fixture.backend.requests.filter((x) => x.target.startsWith('/garbage'))) expect(r.bodyBytes).toBeLessThanOrEqual(10);
     expect((await httpsRequest(fixture, { path: '/after-garbage' })).status).toBe(200);
+  });
+
+  it('never passes on an ambiguous or broken backend response: 502 JSON instead; 1xx hints are not leaked', async () => {
+    for (const name of Object.keys(RAW_RESPONSES)) {
+      const exchange = await fixture.raw(request(`/raw-response/${name}`));
+      expect(exchange.status, name).toBe(502);
+      expect(exchange.headers['content-type'], name).toBe('application/json');
+      expect(JSON.parse(exchange.body).errcode, name).toBe('M_UNKNOWN');
+    }
+    const hinted = await fixture.raw(request('/raw-response/early-hints'));
+    expect(hinted.status).toBe(200);
+    expect(hinted.headers['x-after-hints']).toBe('1');
+    expect(hinted.body).toBe('ok');
+    expect(hinted.response).not.toMatch(/103/);
   });
 
   it('blocks /_synapse/admin however the path is spelled (404 JSON); forwards what is merely similar', async () => {

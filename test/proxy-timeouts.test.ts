@@ -65,6 +65,9 @@ describe('proxy: backend down', () => {
     // Uploads too, and the daemon keeps answering.
     const upload = await httpsRequest(fixture, { method: 'PUT', path: '/_matrix/media/v3/upload', body: Buffer.alloc(200_000) });
     expect(upload.status).toBe(502);
+    // A down backend fails every request; the log says so once per 10 s, not once per request.
+    for (let i = 0; i < 5; i += 1) expect((await httpsRequest(fixture, { path: `/again/${i}` })).status).toBe(502);
+    expect(fixture.daemon.logs.filter((l) => l.event === 'backend_unreachable').length).toBe(1);
   });
 });
 

@@ -68,6 +68,7 @@ export function trustedPeerMatcher(entries: readonly string[]): (peer: string) =
 /** Errors on a pooled keep-alive socket that the backend had already closed: safe to retry once without a body. */
 const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const CLOSE_CONNECTION = { Connection: 'close' } as const;
+const UNREACHABLE_LOG_INTERVAL_MS = 10_000;
 const NO_EXTRA_HEADERS = {} as const;
 
 export function createProxyHandler({ config, log, onBackendResponse }: ProxyOptions): ProxyHandler {
@@ -83,6 +84,21 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   const isTrusted = trustedPeerMatcher(config.trustedProxies);
   const tooLargeMessage = `The request body is larger than this server accepts (proxy.max_body_size, ${config.maxBodySize} bytes)`;
   const counters: ProxyCounters = { inFlight: 0, byStatusClass: {}, backendErrors: 0 };
+
+  // A backend that is down fails every request: one line per 10 s says so, with the count.
+  let unreachableLoggedAt = -Infinity;
+  let unreachableSince = 0;
+  const logUnreachable = (reason: string): void => {
+    const now = performance.now();
+    if (now - unreachableLoggedAt < UNREACHABLE_LOG_INTERVAL_MS) {
+      unreachableSince += 1;
+      return;
+    }
+    const more = unreachableSince > 0 ? ` (${unreachableSince} more request(s) failed the same way since the last line)` : '';
+    log.warn({ event: 'backend_unreachable', backend: backend.origin, error: reason, suppressed: unreachableSince }, `cannot reach the homeserver at ${backend.origin}: ${reason}${more}`);
+    unreachableLoggedAt = now;
+    unreachableSince = 0;
+  };
 
   const countStatus = (status: number): void => {
     const key = `${Math.floor(status / 100)}xx`;
@@ -255,7 +271,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
           log.warn({ event: 'backend_timeout', method, path: logPath, error: error.message }, `the homeserver at ${backend.origin} did not answer in time: ${error.message}`);
           refuse(req, res, 504, 'M_UNKNOWN', 'The homeserver did not answer in time');
         } else {
-          log.warn({ event: 'backend_unreachable', backend: backend.origin, error: error.code ?? error.message }, `cannot reach the homeserver at ${backend.origin}: ${error.code ?? error.message}`);
+          logUnreachable(error.code ?? error.message);
           refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver is unreachable');
         }
       });
