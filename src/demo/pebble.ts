@@ -20,6 +20,8 @@ export interface PebbleOptions {
   nonceRejectPercent?: number;
   /** Extra environment for pebble (e.g. PEBBLE_AUTHZREUSE). */
   env?: Record<string, string>;
+  /** External Account Binding keys (kid → base64url HMAC key); when set, Pebble requires EAB. */
+  eabKeys?: Record<string, string>;
 }
 
 export interface PebbleInstance {
@@ -28,6 +30,11 @@ export interface PebbleInstance {
   /** PEM file of Pebble's own HTTPS certificate: give it to fedtls as acme.ca_bundle. */
   caBundlePath: string;
   caBundlePem: string;
+  /** Pebble's own HTTPS certificate and key files (for a stand-in that must look like Pebble). */
+  tlsCertificatePath: string;
+  tlsKeyPath: string;
+  /** pebble-challtestsrv's management API (e.g. POST /add-a to point a name elsewhere). */
+  challtestManagementUrl: string;
   /** The root that signs issued certificates (changes every Pebble start). */
   issuingRootPem(): Promise<string>;
   output(): string;
@@ -94,7 +101,8 @@ export async function startPebble(options: PebbleOptions): Promise<PebbleInstanc
       httpPort: options.httpPort,
       tlsPort: await freePort(),
       ocspResponderURL: '',
-      externalAccountBindingRequired: false,
+      externalAccountBindingRequired: options.eabKeys !== undefined,
+      ...(options.eabKeys ? { externalAccountMACKeys: options.eabKeys } : {}),
       ...(options.certificateValiditySeconds ? { certificateValidityPeriod: options.certificateValiditySeconds } : {}),
     },
   }, null, 2));
@@ -150,6 +158,9 @@ export async function startPebble(options: PebbleOptions): Promise<PebbleInstanc
     managementUrl,
     caBundlePath: certPath,
     caBundlePem: tlsPair.certPem,
+    tlsCertificatePath: certPath,
+    tlsKeyPath: keyPath,
+    challtestManagementUrl: `http://127.0.0.1:${challtestManagementPort}`,
     issuingRootPem: async () => {
       const res = await fetchText(`${managementUrl}/roots/0`, tlsPair.certPem);
       if (res.status !== 200) throw new Error(`pebble /roots/0 answered ${res.status}`);
