@@ -35,6 +35,7 @@ export interface AcmeStandin {
   renewalInfo: (certId: string) => RenewalInfoAnswer;
   /** Answers for the next newOrder requests, consumed in order: a 429 with this Retry-After (seconds, or null for none). */
   newOrderRateLimits: (number | null)[];
+  /** newOrder requests, without the ones Pebble refused for a bad nonce (acme-client resends those). */
   newOrders(): StandinRequest[];
   close(): Promise<void>;
 }
@@ -56,7 +57,8 @@ export async function startAcmeStandin(pebble: PebbleFixture): Promise<AcmeStand
     directoryUrl: '', requests: [], profiles: null, ari: false,
     renewalInfo: () => ({ start: new Date(Date.now() + 86_400_000), end: new Date(Date.now() + 2 * 86_400_000) }),
     newOrderRateLimits: [],
-    newOrders: () => standin.requests.filter((r) => r.method === 'POST' && r.path === newOrderPath),
+    // Pebble rejects some nonces (400 badNonce) and acme-client resends: those are not orders.
+    newOrders: () => standin.requests.filter((r) => r.method === 'POST' && r.path === newOrderPath && r.status !== 400),
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 
