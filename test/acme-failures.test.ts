@@ -70,7 +70,7 @@ describe('ACME failures', () => {
     expect(String(failure.error)).toContain(BAD);
     expect(String(failure.error)).not.toContain(`${GOOD} (`);
     expect(String(failure.cause)).toContain(`could not connect to port 80 of ${BAD}`);
-    expect(String(failure.msg)).toMatch(/Next try in \d+s \(at .*still serving the current certificate/);
+    expect(String(failure.msg)).toMatch(/Next try in \d+[smh] \(at .*still serving the current certificate/);
     expect(harness.store.get(harness.manager.source.id)!.pair.leaf.serial).toBe(served);
 
     // Nothing is sent to the CA once the failure is known (the next try is a minute away).

@@ -74,7 +74,7 @@ export function explainFailure(error: unknown, problems: CaProblem[], names: str
     }
     return { ...base, kind: 'ca_unreachable', what: `cannot reach the CA at ${hostOf(network.url || directoryUrl)} (${network.type ?? 'network error'})`,
       cause: NETWORK_CODES.has(network.type ?? '') || !network.type
-        ? 'the CA is down or this machine cannot reach it (outgoing HTTPS blocked by a firewall or proxy, DNS resolver down, no network); the current certificate keeps being served'
+        ? 'the CA is down or this machine cannot reach it (outgoing HTTPS blocked by a firewall or proxy, DNS resolver down, no network)'
         : `network error talking to the CA: ${network.detail}` };
   }
   const typed = [...problems].reverse().find((p) => p.type !== null);
