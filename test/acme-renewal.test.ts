@@ -6,6 +6,7 @@
 // 80 answers challenges directly while redirecting everything else (A2).
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
@@ -55,8 +56,11 @@ describe('renewal of short-lived certificates by the running daemon (Pebble, 60 
   it('A6/A2: first certificate with redirect_to_https on; three restarts register no new account', async () => {
     daemon = await startDaemon(configFile);
     await daemon.waitForLog((l) => l.event === 'acme_certificate_issued', 45_000, 'first certificate');
-    const other = await fetch(`http://127.0.0.1:${pebble.httpPort}/_matrix/federation/v1/version`, { redirect: 'manual', headers: { Host: `${NAME}:80` } });
-    expect(other.status).toBe(301);
+    const other = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: pebble.httpPort, path: '/_matrix/federation/v1/version', headers: { Host: `${NAME}:80` } }, (res) => { res.resume(); resolve(res); }).on('error', reject);
+    });
+    expect(other.statusCode).toBe(301);
+    expect(other.headers.location).toBe(`https://${NAME}/_matrix/federation/v1/version`);
     for (let i = 0; i < 3; i += 1) {
       await daemon.stop();
       daemon = await startDaemon(configFile);

@@ -33,7 +33,7 @@ const get = (port: number, target: string, host = 'hs.fedtls.test'): Promise<Ans
   rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
 
 async function listen(redirectToHttps: boolean, challenges: ChallengeTable): Promise<http.Server> {
-  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps, log: captureLog().log }));
+  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps, redirectHosts: new Set(['hs.fedtls.test']), log: captureLog().log }));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return server;
 }

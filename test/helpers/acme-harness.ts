@@ -85,7 +85,7 @@ export async function startAcmeHarness(options: HarnessOptions): Promise<AcmeHar
   const capture = captureLog();
   const store = new CertificateStore(config.tls.defaultName);
   const challenges = new ChallengeTable();
-  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps: false, log: capture.log }));
+  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps: false, redirectHosts: new Set(), log: capture.log }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.challengePort, '127.0.0.1', () => resolve());
