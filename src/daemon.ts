@@ -254,7 +254,7 @@ export class Daemon {
 
     if (this.store.defaultPair() === null && config.acme.enabled) {
       log.info({ event: 'waiting_for_certificate', names: config.acme.domains },
-        `no certificate yet: fedtls will ask ${config.acme.directoryUrl} for one; the CA must reach http://${config.acme.domains[0]}/.well-known/acme-challenge/… on port 80`);
+        `no certificate yet: fedtls asks ${config.acme.directoryUrl} for one now; the CA will connect to ${config.acme.domains.map((name) => `http://${name}/.well-known/acme-challenge/…`).join(' and ')} (port 80 of this machine, from the internet), then 8448 serves the certificate without a restart`);
     } else if (this.store.defaultPair() === null) {
       const files = config.tls.certificates.map((c) => c.certificatePath).join(', ');
       log.error({ event: 'no_certificate_to_serve', files },

@@ -81,6 +81,9 @@ describe.skipIf(!prefix)('systemd notify protocol (unprivileged daemon, real dat
     }));
     const ready = await notify.waitFor((m) => m.READY === '1', 'READY=1');
     expect(ready.STATUS).toContain('obtaining the first certificate');
+    // The log tells a first-time admin what happens next.
+    const next = await daemon.waitForLog((l) => l.event === 'waiting_for_certificate', 30_000, 'waiting_for_certificate');
+    expect(next.msg).toContain(`the CA will connect to http://${NAME}/.well-known/acme-challenge/… (port 80 of this machine`);
     await daemon.waitForLog((l) => l.event === 'acme_order_start', 30_000, 'acme_order_start');
   });
 });
