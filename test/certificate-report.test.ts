@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createAuthority, issueLeaf } from './helpers/certs.js';
-import { tempDir } from './helpers/daemon.js';
+import { runCli, tempDir, writeConfig } from './helpers/daemon.js';
 import { CertificateStore, type CertificateSource } from '../src/certs/store.js';
 import { buildCertificateReport, formatCertificateReport } from '../src/certs/report.js';
 
@@ -48,5 +48,26 @@ describe('certificate report', () => {
     expect(table).toMatch(/^new\.example\.org\s+acme\s+missing\s+-\s+-\s+-\s+-\s/m);
     expect(table).toMatch(/^problem \(file:1\): .*broken\.crt: the file is empty.*\[nothing served from this source\]$/m);
     expect(table).toContain('Read from the configured files');
+  });
+});
+
+describe('fedtls check-config and certificate names', () => {
+  it('warns when a pair under tls.certificates lacks a name it is configured for', async () => {
+    const authority = createAuthority();
+    const dir = tempDir('fedtls-check-names-');
+    const main = issueLeaf(authority, { names: ['names.fedtls.test'] });
+    const other = issueLeaf(authority, { names: ['elsewhere.fedtls.test'] });
+    for (const [name, leaf] of [['main', main], ['other', other]] as const) {
+      writeFileSync(path.join(dir, `${name}.crt`), leaf.fullChainPem);
+      writeFileSync(path.join(dir, `${name}.key`), leaf.keyPem, { mode: 0o600 });
+    }
+    const configFile = writeConfig(dir, {
+      server_name: 'names.fedtls.test', acme: { enabled: false }, state_dir: path.join(dir, 'state'),
+      tls: { certificate_path: path.join(dir, 'main.crt'), private_key_path: path.join(dir, 'main.key'),
+        certificates: [{ certificate_path: path.join(dir, 'other.crt'), private_key_path: path.join(dir, 'other.key'), names: ['delegated.fedtls.test'] }] },
+    });
+    const cli = runCli(['check-config', '--config', configFile]);
+    expect(await cli.exited).toBe(0);
+    expect(cli.stdout()).toMatch(/other\.crt: elsewhere\.fedtls\.test, expires .*\n {4}warning: configured for delegated\.fedtls\.test, which the certificate does not hold/);
   });
 });

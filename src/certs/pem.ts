@@ -398,3 +398,8 @@ export function nameMatches(pattern: string, name: string): boolean {
   const dot = n.indexOf('.');
   return dot > 0 && n.slice(dot + 1) === p.slice(2);
 }
+
+/** The names in `names` that no name in the certificate covers. */
+export function namesNotCovered(names: string[], leaf: CertificateInfo): string[] {
+  return names.filter((name) => !leaf.names.some((pattern) => nameMatches(pattern, name)));
+}

@@ -6,7 +6,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
-import { CertificateLoadError, loadPairFromFiles, nameMatches, type LoadedPair } from './pem.js';
+import { CertificateLoadError, loadPairFromFiles, namesNotCovered, type LoadedPair } from './pem.js';
 
 /** Where a pair comes from. The id is stable across reloads (e.g. `acme:example.org`). */
 export interface CertificateSource {
@@ -48,7 +48,7 @@ export interface SourceState {
 
 /** The names a source is configured for that its certificate does not cover. */
 export function uncoveredNames(source: CertificateSource, pair: LoadedPair): string[] {
-  return source.names.filter((name) => !pair.leaf.names.some((pattern) => nameMatches(pattern, name)));
+  return namesNotCovered(source.names, pair.leaf);
 }
 
 export class CertificateStore extends EventEmitter {

@@ -2,7 +2,7 @@
 // print a short summary, exit 0 when fedtls would start with it, 1 otherwise.
 
 import { loadConfigForCommand } from './config-for-command.js';
-import { loadPairFromFiles, nameMatches, CertificateLoadError } from '../certs/pem.js';
+import { loadPairFromFiles, nameMatches, CertificateLoadError, namesNotCovered } from '../certs/pem.js';
 
 export function checkConfigCommand(configPath: string): number {
   const config = loadConfigForCommand(configPath);
@@ -24,6 +24,8 @@ export function checkConfigCommand(configPath: string): number {
       lines.push(`  certificate ${pair.certificatePath}: ${loaded.leaf.names.join(', ')}, expires ${loaded.leaf.notAfter.toISOString()}`);
       for (const warning of loaded.warnings) lines.push(`    warning: ${warning}`);
       coveredNames.push(...loaded.leaf.names);
+      const missing = namesNotCovered(pair.names, loaded.leaf);
+      if (missing.length > 0) lines.push(`    warning: configured for ${missing.join(', ')}, which the certificate does not hold; peers connecting to those names will refuse it`);
     } catch (error) {
       if (!(error instanceof CertificateLoadError)) throw error;
       problems += 1;
