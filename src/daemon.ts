@@ -306,6 +306,10 @@ export class Daemon {
   stop(options: { quiet?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
       const drainMs = this.config.shutdown.drainTimeoutMs;
+      // Stop accepting before the first await: a worker answers the primary's stop right after
+      // calling stop(), and the primary announces 'stopping' on that answer, so this worker's
+      // listeners must already be closed by then.
+      const ownListenersClosed = this.closeListeners(drainMs);
       // Workers stop accepting first (then the shared socket is closed), and drain on their own.
       const workers = this.pool ? await this.pool.stop(drainMs) : null;
       const announce = this.role !== 'worker' && !options.quiet;
@@ -315,7 +319,7 @@ export class Daemon {
       const idleSweep = setInterval(() => {
         for (const { server } of this.listeners) (server as http.Server).closeIdleConnections?.();
       }, 250);
-      const drained = Promise.all([this.closeListeners(drainMs), workers?.exited]);
+      const drained = Promise.all([ownListenersClosed, workers?.exited]);
       // An ACME order in progress is not waited for longer than the drain (its files are written atomically).
       const acmeStopped = this.acme ? Promise.race([this.acme.stop(), new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref())]) : undefined;
       await Promise.all([drained, acmeStopped, this.control.stop()]);

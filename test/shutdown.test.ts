@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import tls from 'node:tls';
 import { startBackend, defaultResponder, type Backend, type RecordedRequest } from './helpers/backend.js';
-import { boundPort, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { boundPort, runCli, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { rawTlsRequest, type RawExchange } from './helpers/tls-client.js';
 import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
 
@@ -114,5 +114,17 @@ describe('graceful shutdown', () => {
     expect(await daemon.exited).toBe(1);
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(daemon.logs.at(-1)).toMatchObject({ event: 'exit_now', signal: 'SIGTERM' });
+  });
+
+  it('SIGTERM during start-up (workers starting) stops cleanly once started: exit 0, no crash in any process', async () => {
+    const { configFile } = await writeManualDaemonConfig(tempDir(), NAME, backend.url, { workers: 2 });
+    const daemon = runCli(['run', '--config', configFile]);
+    daemons.push(daemon);
+    await daemon.waitForLog((l) => l.event === 'certificate_added', 20_000, 'the first start-up line');
+    daemon.signal('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    expect(daemon.logs.at(-1)?.event).toBe('stopped');
+    expect(daemon.stderr()).not.toMatch(/EPIPE|Unhandled|Error:/);
+    expect(daemon.logs.some((l) => l.event === 'crash')).toBe(false);
   });
 });

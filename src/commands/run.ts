@@ -31,11 +31,47 @@ export async function runCommand(configPath: string): Promise<number> {
     log.error({ event: 'unhandled_rejection', error: reason instanceof Error ? reason.stack : String(reason) }, 'internal error (unhandled promise rejection); continuing');
   });
 
-  // Until start() is done, a SIGHUP (e.g. `systemctl reload` racing the start) must not kill
-  // the process: remember it and reload once started.
-  let hupDuringStart = false;
-  const earlyHup = (): void => { hupDuringStart = true; };
-  process.on('SIGHUP', earlyHup);
+  // Signals are handled from the first moment, also while start() runs: a SIGHUP then (e.g.
+  // `systemctl reload` racing the start) is applied once started, a SIGTERM/SIGINT stops the
+  // daemon as soon as start() has settled, and a second TERM/INT exits at once.
+  let started = false;
+  let hupWhileStarting = false;
+  let stopRequested = false;
+  let settle: (code: number) => void = () => undefined;
+  const finished = new Promise<number>((resolve) => { settle = resolve; });
+
+  const reloadNow = (): void => {
+    void notifier.reloading('reloading certificate files');
+    try {
+      daemon.reload();
+    } catch (error) {
+      log.error({ event: 'reload_failed', error: (error as Error).message }, `reload failed: ${(error as Error).message}`);
+    }
+    void daemon.reloadSettled.catch(() => undefined).then(() => notifier.ready(daemon.summary()));
+  };
+  const stopNow = (): void => {
+    const stopped = Promise.all([notifier.stopping('stopping: draining requests in flight'), daemon.stop()]);
+    stopped.then(() => settle(0), (error: Error) => {
+      log.error({ event: 'stop_failed', error: error.message }, `error while stopping: ${error.message}`);
+      settle(1);
+    });
+  };
+  process.on('SIGHUP', () => {
+    if (started) reloadNow();
+    else hupWhileStarting = true;
+  });
+  const onStop = (signal: NodeJS.Signals): void => {
+    if (stopRequested) {
+      log.warn({ event: 'exit_now', signal }, `${signal} again: exiting without waiting`);
+      settle(1);
+      return;
+    }
+    stopRequested = true;
+    if (started) stopNow();
+    else log.info({ event: 'stop_requested', signal }, `${signal} during start-up: stopping as soon as start-up has settled`);
+  };
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
 
   try {
     await daemon.start();
@@ -53,36 +89,10 @@ export async function runCommand(configPath: string): Promise<number> {
     await notifier.status(message); // shown by `systemctl status fedtls`
     return 1;
   }
+  // READY=1 goes out before any RELOADING=1 or STOPPING=1, so systemd sees them in order.
   await notifier.ready(daemon.summary());
-
-  process.off('SIGHUP', earlyHup);
-  if (hupDuringStart) daemon.reload();
-
-  return new Promise<number>((resolve) => {
-    let stopRequested = false;
-    process.on('SIGHUP', () => {
-      void notifier.reloading('reloading certificate files');
-      try {
-        daemon.reload();
-      } catch (error) {
-        log.error({ event: 'reload_failed', error: (error as Error).message }, `reload failed: ${(error as Error).message}`);
-      }
-      void daemon.reloadSettled.catch(() => undefined).then(() => notifier.ready(daemon.summary()));
-    });
-    const onStop = (signal: NodeJS.Signals): void => {
-      if (stopRequested) {
-        log.warn({ event: 'exit_now', signal }, `${signal} again: exiting without waiting`);
-        resolve(1);
-        return;
-      }
-      stopRequested = true;
-      const stopped = Promise.all([notifier.stopping('stopping: draining requests in flight'), daemon.stop()]);
-      stopped.then(() => resolve(0), (error: Error) => {
-        log.error({ event: 'stop_failed', error: error.message }, `error while stopping: ${error.message}`);
-        resolve(1);
-      });
-    };
-    process.on('SIGTERM', onStop);
-    process.on('SIGINT', onStop);
-  });
+  started = true;
+  if (stopRequested) stopNow();
+  else if (hupWhileStarting) reloadNow();
+  return finished;
 }

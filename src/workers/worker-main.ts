@@ -10,8 +10,10 @@ import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
 import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker } from './messages.js';
 
+/** Sends to the primary; once the primary is gone (it is stopping or died) there is no one to tell. */
 function send(message: FromWorker): void {
-  process.send?.(message);
+  if (!process.connected) return;
+  process.send?.(message, undefined, {}, () => undefined);
 }
 
 async function main(): Promise<void> {
