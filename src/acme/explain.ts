@@ -26,7 +26,13 @@ function hostOf(url: string): string {
   try { return new URL(url).host; } catch { return url; }
 }
 
-function validationCause(type: string, name: string): string {
+/** CAs report a failed DNS lookup of the name under several types (Pebble and Boulder: often 'connection'). */
+const DNS_LOOKUP_FAILURE = /resolving|no such host|NXDOMAIN|SERVFAIL|DNS problem|no valid A records|lookup/i;
+
+function validationCause(type: string, name: string, detail = ''): string {
+  if (type !== 'dns' && DNS_LOOKUP_FAILURE.test(detail)) {
+    return `the CA could not look up ${name} in DNS (${detail.length > 160 ? `${detail.slice(0, 160)}…` : detail}): check that ${name} has an A/AAAA record pointing at this machine and that its DNS servers answer`;
+  }
   switch (type) {
     case 'dns':
       return `DNS for ${name} does not resolve (no A/AAAA record, or it has not propagated yet): point ${name} at this machine`;
@@ -64,7 +70,7 @@ export function explainFailure(error: unknown, problems: CaProblem[], names: str
     const failed = [...new Map(validation.map((p) => [p.identifier!, p])).values()];
     return { ...base, kind: 'validation',
       what: `validation failed for ${failed.map((p) => `${p.identifier} (${p.type}: ${p.detail})`).join('; ')}`,
-      cause: failed.map((p) => validationCause(p.type!, p.identifier!)).join('; ') };
+      cause: failed.map((p) => validationCause(p.type!, p.identifier!, p.detail)).join('; ') };
   }
   const network = [...problems].reverse().find((p) => p.status === 0);
   if (network) {

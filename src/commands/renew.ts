@@ -12,6 +12,9 @@ export interface RenewCommandOptions {
   json: boolean;
 }
 
+/** Exit code when the daemon did not order because it must wait (backoff or the CA's Retry-After): EX_TEMPFAIL. */
+export const EXIT_MUST_WAIT = 75;
+
 /** Orders can take minutes (the CA validates from several places). */
 const RENEW_TIMEOUT_MS = 15 * 60_000;
 
@@ -20,10 +23,12 @@ export async function renewCommand(options: RenewCommandOptions): Promise<number
   const answer = await askDaemon(options.configPath, 'renew', args, { timeoutMs: RENEW_TIMEOUT_MS });
   if (!answer.ok) return answer.exitCode;
   const result = answer.result as Record<string, unknown>;
+  // Scripts must be able to tell "renewed / nothing due" (0) from "did not order: must wait" (75).
+  const code = result.outcome === 'waiting' ? EXIT_MUST_WAIT : 0;
   if (options.json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    return 0;
+    return code;
   }
   process.stdout.write(`${String(result.message ?? JSON.stringify(result))}\n`);
-  return 0;
+  return code;
 }
