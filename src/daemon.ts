@@ -123,7 +123,7 @@ export class Daemon {
       : null;
     this.control = new ControlServer(config.controlSocket, log);
     registerAcmeCommands(this.control, this.acme);
-    registerCertificateCommands(this.control, this.store);
+    registerCertificateCommands(this.control, this.store, config.serverHost);
     this.control.register('status', () => buildStatusReport({
       serverName: config.serverName, startedAt: this.startedAt, listeners: this.announcedListeners,
       store: this.store, acme: this.acme, backend: config.proxy.backend,

@@ -26,12 +26,12 @@ describe('certificate report', () => {
     const now = new Date();
     store.reloadAll([acme, file, notYet, broken], now);
 
-    const report = buildCertificateReport(store.states(), now, 'files');
+    const report = buildCertificateReport(store.states(), now, 'files', 'example.org');
     expect(report.certificates.map((r) => [r.name, r.source, r.status, r.covered])).toEqual([
-      ['example.org', 'acme', 'serving', true],
-      ['matrix.example.org', 'acme', 'serving', true],
-      ['other.example.net', 'file', 'serving', true],
-      ['forgotten.example.net', 'file', 'serving', false],
+      ['example.org', 'acme', 'valid', true],
+      ['matrix.example.org', 'acme', 'valid', true],
+      ['other.example.net', 'file', 'valid', true],
+      ['forgotten.example.net', 'file', 'valid', false],
       ['new.example.org', 'acme', 'missing', false],
       ['broken.example.net', 'file', 'refused', false],
     ]);
@@ -48,6 +48,14 @@ describe('certificate report', () => {
     expect(table).toMatch(/^new\.example\.org\s+acme\s+missing\s+-\s+-\s+-\s+-\s/m);
     expect(table).toMatch(/^problem \(file:1\): .*broken\.crt: the file is empty.*\[nothing served from this source\]$/m);
     expect(table).toContain('Read from the configured files');
+    expect(report.warnings).toEqual([]);
+    // Live, the daemon says "serving"; and a server_name that no certificate holds is named.
+    const live = buildCertificateReport(store.states(), now, 'daemon', 'elsewhere.example.org');
+    expect(live.certificates[0]!.status).toBe('serving');
+    expect(live.warnings).toEqual([expect.stringMatching(/^no certificate holds server_name elsewhere\.example\.org/)]);
+    expect(formatCertificateReport(live)).toMatch(/^warning: no certificate holds server_name elsewhere\.example\.org/m);
+    // A name that ACME has yet to obtain is not reported as uncovered.
+    expect(buildCertificateReport(store.states(), now, 'files', 'new.example.org').warnings).toEqual([]);
   });
 });
 

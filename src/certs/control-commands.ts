@@ -5,6 +5,6 @@ import type { ControlServer } from '../ops/control-server.js';
 import { buildCertificateReport } from './report.js';
 import type { CertificateStore } from './store.js';
 
-export function registerCertificateCommands(control: ControlServer, store: CertificateStore): void {
-  control.register('certificates', () => buildCertificateReport(store.states(), new Date(), 'daemon'));
+export function registerCertificateCommands(control: ControlServer, store: CertificateStore, serverHost: string): void {
+  control.register('certificates', () => buildCertificateReport(store.states(), new Date(), 'daemon', serverHost));
 }

@@ -14,8 +14,12 @@ export interface CertificateReportRow {
   source_id: string;
   /** acme: obtained and renewed by fedtls; file: managed by hand. */
   source: 'acme' | 'file';
-  /** serving: a pair is loaded; refused: the files do not load and nothing is served; missing: ACME has not obtained one yet. */
-  status: 'serving' | 'refused' | 'missing';
+  /**
+   * serving: the running daemon serves a pair; valid: read from the files (no daemon asked), the
+   * pair loads; refused: the files do not load (nothing, or an older pair, is served); missing:
+   * ACME has not obtained one yet.
+   */
+  status: 'serving' | 'valid' | 'refused' | 'missing';
   /** False when the served certificate does not hold this name. */
   covered: boolean;
   serial: string | null;
@@ -37,6 +41,8 @@ export interface CertificateReport {
   /** daemon: the running daemon's live store; files: read from disk by this command. */
   origin: 'daemon' | 'files';
   certificates: CertificateReportRow[];
+  /** Problems of the whole set, e.g. no certificate holds server_name. */
+  warnings: string[];
 }
 
 /** The issuer's CN (or the whole DN when it has none), for the table. */
@@ -44,12 +50,21 @@ function shortIssuer(issuer: string): string {
   return /(?:^|, )CN=([^,]+)/.exec(issuer)?.[1] ?? issuer;
 }
 
-export function buildCertificateReport(states: SourceState[], now: Date, origin: CertificateReport['origin']): CertificateReport {
+/** `serverName`: the host part of server_name, which some certificate (or ACME) must cover. */
+export function buildCertificateReport(states: SourceState[], now: Date, origin: CertificateReport['origin'], serverName?: string): CertificateReport {
   const certificates: CertificateReportRow[] = [];
+  const warnings: string[] = [];
+  if (serverName) {
+    const coveredByAPair = states.some(({ entry }) => entry?.pair.leaf.names.some((pattern) => nameMatches(pattern, serverName)));
+    const acmeWillObtain = states.some(({ source, entry }) => source.kind === 'acme' && !entry && source.names.some((name) => nameMatches(name, serverName)));
+    if (!coveredByAPair && !acmeWillObtain) {
+      warnings.push(`no certificate holds server_name ${serverName}: peers that connect to ${serverName} will refuse the TLS handshake (fine only if /.well-known/matrix/server delegates to a name that is covered)`);
+    }
+  }
   for (const { source, entry, refusal } of states) {
     const pair = entry?.pair ?? null;
     const names = source.names.length > 0 ? source.names : pair?.leaf.names ?? [];
-    const status: CertificateReportRow['status'] = pair ? 'serving' : refusal ? 'refused' : 'missing';
+    const status: CertificateReportRow['status'] = pair ? (origin === 'daemon' ? 'serving' : 'valid') : refusal ? 'refused' : 'missing';
     for (const name of names.length > 0 ? names : ['(unknown)']) {
       certificates.push({
         name,
@@ -70,7 +85,7 @@ export function buildCertificateReport(states: SourceState[], now: Date, origin:
       });
     }
   }
-  return { generated_at: now.toISOString(), origin, certificates };
+  return { generated_at: now.toISOString(), origin, certificates, warnings };
 }
 
 function renderTable(header: string[], rows: string[][]): string {
@@ -86,7 +101,7 @@ export function formatCertificateReport(report: CertificateReport): string {
   const rows = report.certificates.map((row) => [
     row.name,
     row.source,
-    row.status === 'serving' && !row.covered ? 'NAME NOT IN CERT' : row.status,
+    (row.status === 'serving' || row.status === 'valid') && !row.covered ? 'NAME NOT IN CERT' : row.status,
     row.serial ?? '-',
     row.issuer ? shortIssuer(row.issuer) : '-',
     row.not_after?.replace(/\.\d{3}Z$/, 'Z') ?? '-',
@@ -99,13 +114,14 @@ export function formatCertificateReport(report: CertificateReport): string {
     if (seen.has(row.source_id)) continue;
     seen.add(row.source_id);
     if (row.problem) {
-      const served = row.status === 'serving' ? `still serving serial ${row.serial}` : 'nothing served from this source';
+      const served = row.status === 'serving' ? `still serving serial ${row.serial}` : row.status === 'valid' ? `serial ${row.serial} loads` : 'nothing served from this source';
       notes.push(`problem (${row.source_id}): ${row.problem.file}: ${row.problem.reason} [${served}]`);
     }
     for (const warning of row.warnings) notes.push(`warning (${row.source_id}): ${warning}`);
   }
+  for (const warning of report.warnings ?? []) notes.push(`warning: ${warning}`);
   const origin = report.origin === 'files'
-    ? 'Read from the configured files (the running daemon serves what it loaded at its last reload).'
+    ? 'Read from the configured files: no running daemon answered, so "valid" means the files load, not that they are served.'
     : 'As served by the running daemon.';
   return `${renderTable(header, rows)}\n${notes.length > 0 ? `\n${notes.join('\n')}\n` : ''}\n${origin}\n`;
 }

@@ -15,7 +15,7 @@ import { loadConfigForCommand } from './config-for-command.js';
 export function reportFromFiles(config: Config, now = new Date()): CertificateReport {
   const store = new CertificateStore(config.tls.defaultName);
   store.reloadAll(certificateSources(config), now);
-  return buildCertificateReport(store.states(), now, 'files');
+  return buildCertificateReport(store.states(), now, 'files', config.serverHost);
 }
 
 export async function certificatesCommand(configPath: string, options: { json: boolean }): Promise<number> {
