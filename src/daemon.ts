@@ -236,7 +236,8 @@ export class Daemon {
       }
       if (this.pool) {
         await this.pool.start();
-        log.info({ event: 'workers_started', workers: this.pool.size }, `${this.pool.size} TLS worker processes serve ${[...config.listen.federation, ...config.listen.https].map((a) => a.text).join(', ')}`);
+        const tlsAddresses = this.announcedListeners.filter((l) => l.role === 'federation' || l.role === 'https').map((l) => l.address);
+        log.info({ event: 'workers_started', workers: this.pool.size, addresses: tlsAddresses }, `${this.pool.size} TLS worker processes serve ${tlsAddresses.join(', ')}`);
       }
       if (role !== 'worker') {
         await this.bindAll('metrics', config.listen.metrics, () => http.createServer(createMetricsHandler(() => this.renderMetrics())), 'listen.metrics');
