@@ -3,7 +3,8 @@
 // byte; a restart with the certificate on disk makes no new order and no new account.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import yaml from 'js-yaml';
 import path from 'node:path';
 import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
 import { startBackend, type Backend } from './helpers/backend.js';
@@ -28,7 +29,7 @@ describe('ACME end to end with Pebble', () => {
     configFile = writeConfig(dir, {
       server_name: NAME,
       backend: backend.url,
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: [`127.0.0.1:${await freePort()}`] },
+      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"] },
       state_dir: stateDir,
       acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath, email: 'admin@fedtls.test' },
     });
@@ -86,6 +87,23 @@ describe('ACME end to end with Pebble', () => {
     expect(accounts).toHaveLength(1);
     const keyFile = path.join(stateDir, 'acme', 'accounts', accounts[0]!, 'account.key');
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(pebble.output().match(/There are now \d+ accounts/g)).toEqual(['There are now 1 accounts']);
+  });
+
+  it('a name added to acme.domains is ordered at the next start, not at renewal time; still one account', async () => {
+    await daemon!.stop();
+    const delegated = `matrix.${NAME}`;
+    const dir = path.dirname(configFile);
+    const config = yaml.load(readFileSync(configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    config.acme!.domains = [NAME, delegated];
+    writeFileSync(configFile, yaml.dump(config));
+    daemon = await startDaemon(path.join(dir, path.basename(configFile)));
+    const start = await daemon.waitForLog((l) => l.event === 'acme_order_start', 30_000, 'acme_order_start');
+    expect(String(start.reason)).toContain(`acme.domains lists ${delegated}, which the current certificate lacks`);
+    await daemon.waitForLog((l) => l.event === 'acme_certificate_issued', 30_000, 'certificate issued');
+    const served = await handshake({ port: boundPort(daemon, 'federation'), servername: delegated, ca: root });
+    expect(served.authorized).toBe(true);
+    expect(served.names).toContain(`DNS:${delegated}`);
     expect(pebble.output().match(/There are now \d+ accounts/g)).toEqual(['There are now 1 accounts']);
   });
 });

@@ -34,7 +34,7 @@ describe('control channel', () => {
     configFile = writeConfig(dir, {
       server_name: NAME,
       backend: backend.url,
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: [`127.0.0.1:${await freePort()}`] },
+      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"] },
       state_dir: stateDir,
       acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath },
     });

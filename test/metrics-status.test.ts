@@ -180,7 +180,7 @@ describe('metrics and status with ACME', () => {
     const metricsPort = await freePort();
     const configFile = writeConfig(dir, {
       server_name: ACME_NAME, backend: backend.url, state_dir: path.join(dir, 'state'),
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: [`127.0.0.1:${await freePort()}`], metrics: [`127.0.0.1:${metricsPort}`] },
+      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"], metrics: [`127.0.0.1:${metricsPort}`] },
       acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath },
     });
     const daemon = await startDaemon(configFile);
@@ -209,7 +209,7 @@ describe('metrics and status with ACME', () => {
     const deadDirectory = `http://127.0.0.1:${await freePort()}/directory`;
     const configFile = writeConfig(dir, {
       server_name: ACME_NAME, backend: backend.url, state_dir: path.join(dir, 'state'),
-      listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`], metrics: [`127.0.0.1:${metricsPort}`] },
+      listen: { http: ["127.0.0.1:0"], federation: ["127.0.0.1:0"], metrics: [`127.0.0.1:${metricsPort}`] },
       acme: { url: deadDirectory },
     });
     const daemon = await startDaemon(configFile);

@@ -14,6 +14,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import type { CertificateSource, CertificateStore, ReloadOutcome, StoreEntry } from '../certs/store.js';
 import { writeFileAtomic } from '../certs/files.js';
+import { nameMatches } from '../certs/pem.js';
 import { formatDuration } from '../config/units.js';
 import type { ChallengeTable } from './challenges.js';
 import { accountFiles, configureAcmeHttp, openAccount, type AccountHandle } from './client.js';
@@ -262,7 +263,11 @@ export class AcmeManager {
     const now = Date.now();
     const entry = this.options.store.get(this.source.id);
     let reason = force ? 'renewal forced by the admin' : 'no certificate yet';
-    if (entry && !force) {
+    // A name added to acme.domains since the certificate was issued: order now, not at renewal time.
+    const lacking = entry ? names.filter((name) => !entry.pair.leaf.names.some((pattern) => nameMatches(pattern, name))) : [];
+    if (entry && !force && lacking.length > 0) {
+      reason = `acme.domains lists ${lacking.join(', ')}, which the current certificate lacks`;
+    } else if (entry && !force) {
       const plan = await this.plan(entry, now);
       this.status.renewAt = plan.renewAt;
       this.status.renewBasis = plan.basis;

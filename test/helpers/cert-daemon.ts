@@ -40,7 +40,7 @@ export async function startCertDaemon(options: { serverName: string; config: (di
   const backend = await startBackend();
   const configFile = writeConfig(dir, {
     server_name: options.serverName, backend: backend.url,
-    listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
+    listen: { http: ["127.0.0.1:0"], federation: ["127.0.0.1:0"] },
     state_dir: path.join(dir, 'state'),
     acme: { enabled: false },
     workers: options.workers ?? 2,

@@ -26,7 +26,7 @@ export async function writeManualDaemonConfig(dir: string, name: string, backend
   const { listen, ...rest } = overrides;
   const configFile = writeConfig(dir, {
     server_name: name, backend: backendUrl, state_dir: stateDir,
-    listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`], ...(listen as object | undefined) },
+    listen: { http: ["127.0.0.1:0"], federation: ["127.0.0.1:0"], ...(listen as object | undefined) },
     acme: { enabled: false },
     tls_certificate_path: certificatePath, tls_private_key_path: keyPath,
     ...rest,

@@ -52,7 +52,7 @@ export async function startProxyFixture(options: ProxyFixtureOptions = {}): Prom
   const config = writeConfig(dir, {
     server_name: PROXY_TEST_NAME,
     backend: options.backendUrl ?? backend.url,
-    listen: { http: [`127.0.0.1:${await freePort()}`], federation: [`127.0.0.1:${await freePort()}`] },
+    listen: { http: ["127.0.0.1:0"], federation: ["127.0.0.1:0"] },
     state_dir: path.join(dir, 'state'),
     acme: { enabled: false },
     tls_certificate_path: certFile,
