@@ -11,7 +11,7 @@ import { CertificateStore, type CertificateSource, type ReloadOutcome } from './
 import { ExpiryWatch } from './certs/expiry-watch.js';
 import { nameMatches } from './certs/pem.js';
 import { ChallengeTable } from './acme/challenges.js';
-import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
+import { AcmeManager, acmeCertificateSource, unwritableDirectory } from './acme/manager.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
@@ -23,6 +23,11 @@ import { registerAcmeCommands } from './acme/control-commands.js';
 import { registerCertificateCommands } from './certs/control-commands.js';
 import { DaemonMetrics, createMetricsHandler, type TrafficCounters } from './ops/metrics.js';
 import { buildStatusReport } from './ops/status.js';
+
+/** state_dir cannot be created or written: the message says how to fix it. */
+export class StateDirError extends Error {
+  override name = 'StateDirError';
+}
 
 export interface BoundListener {
   role: 'http' | 'federation' | 'https' | 'metrics';
@@ -218,6 +223,10 @@ export class Daemon {
     this.proxy = role === 'primary' ? null : createProxyHandler({ config: config.proxy, log, onBackendResponse: (seconds) => this.metrics.observeBackendLatency(seconds) });
     const proxy = this.proxy;
     try {
+      if (role !== 'worker') {
+        const problem = unwritableDirectory(config.stateDir, config.stateDir);
+        if (problem) throw new StateDirError(`state_dir: ${problem}. Or create it by hand: install -d -m 0700 -o <fedtls user> ${config.stateDir} (systemd's StateDirectory= does this for the unit)`);
+      }
       // The control socket first: a second fedtls with the same state_dir is told plainly that
       // one is already running, instead of failing later on a busy port.
       if (role !== 'worker') await this.control.start();

@@ -83,6 +83,21 @@ describe('C1: listeners that cannot bind', () => {
   const cannotTest = 'reason' in unprivileged ? unprivileged.reason : portStart <= 80 ? `net.ipv4.ip_unprivileged_port_start is ${portStart}: anyone may bind port 80 here` : null;
   if (cannotTest) console.warn(`C1 unprivileged port 80 test skipped: ${cannotTest}`);
 
+  const noUnprivilegedUser = 'reason' in unprivileged ? unprivileged.reason : null;
+
+  it.skipIf(noUnprivilegedUser !== null)('a state_dir the daemon cannot create is one line naming the folder and the fix (no stack), exit 1', async () => {
+    const dir = tempDir();
+    shareWithUnprivileged(dir, path.join(dir, 'unused'));
+    const { configFile } = await writeManualDaemonConfig(dir, NAME, backend.url, { state_dir: path.join(dir, 'root-only', 'state') });
+    (await import('node:fs')).mkdirSync(path.join(dir, 'root-only'), { mode: 0o755 }); // owned by root: nobody cannot create state/ in it
+    const run = runCli(['run', '--config', configFile], {}, 'prefix' in unprivileged ? unprivileged.prefix : []);
+    expect(await run.exited).toBe(1);
+    const last = run.logs.at(-1)!;
+    expect(last).toMatchObject({ level: 60, event: 'state_dir_unusable' });
+    expect(String(last.msg)).toMatch(/state_dir: fedtls \(running as \S+\) cannot write .*root-only\/state \(EACCES\); fix the ownership.*install -d -m 0700/);
+    expect(last.error).toBeUndefined();
+  });
+
   it.skipIf(cannotTest !== null)('C1: the default port 80 as an unprivileged user → names [::]:80, CAP_NET_BIND_SERVICE and the unit setting, exit 1', async () => {
     const dir = tempDir();
     const stateDir = path.join(dir, 'state');

@@ -21,7 +21,8 @@ export function registerAcmeCommands(control: ControlServer, manager: AcmeManage
     }
     if (dryRun === true) return manager.dryRun();
     const result = await manager.renew(force === true);
-    if (result.outcome === 'failed' || (result.outcome === 'waiting' && force === true)) throw new ControlCommandError(result.message);
+    // Failed or must-wait results are answers, not errors: the CLI turns them into exit codes
+    // (1, 75) and can still print them as JSON.
     return result;
   });
 }

@@ -8,7 +8,8 @@
 // is; backoff per timing.ts (never before the CA's Retry-After); the current certificate
 // keeps being served.
 
-import { existsSync, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
@@ -30,6 +31,23 @@ import { dryRunOrder, type DryRunResult } from './dry-run.js';
 const DIRECTORY_MAX_AGE_MS = 12 * 3_600_000;
 
 /** The files ACME writes for a set of names, named after the first one. */
+/** A state_dir that cannot be written is a local problem: look again soon, without asking the CA. */
+const UNWRITABLE_RECHECK_MS = 5 * 60_000;
+
+/** Null when `dir` exists (or can be created) and this process can write in it; else what is wrong and how to fix it. */
+export function unwritableDirectory(dir: string, chownTarget: string): string | null {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
+    return null;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    let user: string;
+    try { user = userInfo().username; } catch { user = `uid ${process.getuid?.() ?? '?'}`; }
+    return `fedtls (running as ${user}) cannot write ${dir} (${code}); fix the ownership, e.g. chown -R ${user}: ${chownTarget}, then restart or run fedtls renew`;
+  }
+}
+
 export function acmeCertificateSource(config: Config): CertificateSource {
   const primary = config.acme.domains[0]!;
   const dir = path.join(config.stateDir, 'certificates', primary);
@@ -299,6 +317,16 @@ export class AcmeManager {
     this.status.state = 'ordering';
     const problems: CaProblem[] = [];
     const replacing = entry?.pair.leaf.serial ?? null;
+    // Before asking the CA for anything: the result must be storable. A certificate that cannot
+    // be written would be issued again on every retry (and count against the CA's limits).
+    const unwritable = unwritableDirectory(path.dirname(this.source.certificatePath), config.stateDir);
+    if (unwritable) {
+      this.status.state = 'waiting_retry';
+      this.status.lastError = { message: unwritable, cause: 'fix the ownership of state_dir', at: new Date() };
+      log.error({ event: 'acme_state_dir_unwritable', directory: path.dirname(this.source.certificatePath), error: unwritable }, `not ordering: ${unwritable}`);
+      this.schedule(UNWRITABLE_RECHECK_MS);
+      return { outcome: 'failed', names, error: unwritable, cause: 'fix the ownership of state_dir', next_try: new Date(Date.now() + UNWRITABLE_RECHECK_MS).toISOString(), message: `not ordering: ${unwritable}` };
+    }
     log.info({ event: 'acme_order_start', names, reason, directory: config.acme.directoryUrl }, `ordering a certificate for ${names.join(', ')} (${reason})`);
     try {
       const issued = await withProblemRecording(problems, async () => {
@@ -341,6 +369,12 @@ export class AcmeManager {
       this.schedule(0);
       return { outcome: 'issued', names, serial: leaf.serial, not_after: leaf.notAfter.toISOString(), message: `obtained a new certificate for ${names.join(', ')} (serial ${leaf.serial}, valid until ${leaf.notAfter.toISOString()}); it is being served` };
     } catch (error) {
+      if (this.stopped) {
+        // fedtls is shutting down (port 80 is closing under the CA's feet): not the admin's problem.
+        log.info({ event: 'acme_order_abandoned', names }, `the order for ${names.join(', ')} was abandoned because fedtls is stopping; it starts again at the next start`);
+        this.status.state = 'stopped';
+        return { outcome: 'failed', names, error: 'fedtls is stopping', cause: 'shutdown', next_try: new Date().toISOString(), message: 'the order was abandoned because fedtls is stopping' };
+      }
       return this.failed(error, problems, replacing);
     }
   }

@@ -25,7 +25,7 @@ export async function certificatesCommand(configPath: string, options: { json: b
   try {
     report = await callDaemon(config.controlSocket, 'certificates') as CertificateReport;
   } catch (error) {
-    if (!(error instanceof DaemonUnreachableError)) {
+    if (!(error instanceof DaemonUnreachableError) || /permission denied/.test(error.message)) {
       process.stderr.write(`fedtls certificates: ${(error as Error).message}\n`);
       return 1;
     }

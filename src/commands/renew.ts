@@ -23,12 +23,13 @@ export async function renewCommand(options: RenewCommandOptions): Promise<number
   const answer = await askDaemon(options.configPath, 'renew', args, { timeoutMs: RENEW_TIMEOUT_MS });
   if (!answer.ok) return answer.exitCode;
   const result = answer.result as Record<string, unknown>;
-  // Scripts must be able to tell "renewed / nothing due" (0) from "did not order: must wait" (75).
-  const code = result.outcome === 'waiting' ? EXIT_MUST_WAIT : 0;
+  // Scripts must be able to tell "renewed / nothing due" (0) from "did not order: must wait"
+  // (75) and "the order failed" (1).
+  const code = result.outcome === 'waiting' ? EXIT_MUST_WAIT : result.outcome === 'failed' ? 1 : 0;
   if (options.json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return code;
   }
-  process.stdout.write(`${String(result.message ?? JSON.stringify(result))}\n`);
+  (code === 0 ? process.stdout : process.stderr).write(`${code === 0 ? '' : 'fedtls renew: '}${String(result.message ?? JSON.stringify(result))}\n`);
   return code;
 }

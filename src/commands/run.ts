@@ -3,7 +3,7 @@
 
 import { loadConfig, ConfigError } from '../config/load.js';
 import { createLogger, bootstrapLogger } from '../ops/log.js';
-import { Daemon } from '../daemon.js';
+import { Daemon, StateDirError } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
 import { ControlSocketError } from '../ops/control-server.js';
 import { SystemdNotifier } from '../ops/notify.js';
@@ -81,8 +81,8 @@ export async function runCommand(configPath: string): Promise<number> {
     const message = error instanceof ListenError ? error.message : `fedtls could not start: ${(error as Error).message}`;
     if (error instanceof ListenError) {
       log.fatal({ event: 'listen_failed', address: error.address, code: error.code }, message);
-    } else if (error instanceof ControlSocketError) {
-      log.fatal({ event: 'control_socket_failed' }, message); // already says what to do; no stack
+    } else if (error instanceof ControlSocketError || error instanceof StateDirError) {
+      log.fatal({ event: error instanceof StateDirError ? 'state_dir_unusable' : 'control_socket_failed' }, message); // already says what to do; no stack
     } else {
       log.fatal({ event: 'start_failed', error: (error as Error).stack ?? String(error) }, message);
     }
