@@ -74,16 +74,27 @@ async function main(argv: string[]): Promise<number> {
     case '-h':
       process.stdout.write(USAGE);
       return command === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`fedtls: unknown command "${command}"\n\n${USAGE}`);
+    default: {
+      const { nearestKey } = await import('./config/reader.js');
+      const nearest = nearestKey(command, ['run', 'check-config', 'certificates', 'check', 'demo', 'status', 'renew', 'help']);
+      process.stderr.write(`fedtls: unknown command "${command}"${nearest ? `; did you mean "fedtls ${nearest}"?` : ''}\n\n${USAGE}`);
       return 2;
+    }
   }
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (error: Error) => {
+  async (error: Error) => {
+    const unknownOption = /Unknown option '(--?[^']+)'/.exec(error.message)?.[1];
+    if (unknownOption) {
+      const { nearestKey } = await import('./config/reader.js');
+      const known = ['--config', '--keep', '--json', '--force', '--dry-run', '--ca', '--resolver', '--timeout', '--well-known-port', '--fallback-port'];
+      const nearest = nearestKey(unknownOption, known);
+      process.stderr.write(`fedtls: unknown option ${unknownOption}${nearest ? `; did you mean ${nearest}?` : ''} (fedtls help lists the options)\n`);
+      process.exit(2);
+    }
     process.stderr.write(`fedtls: ${error.message}\n`);
-    process.exit(error.name === 'TypeError' && /Unknown option|Unexpected argument/.test(error.message) ? 2 : 1);
+    process.exit(error.name === 'TypeError' && /Unexpected argument/.test(error.message) ? 2 : 1);
   },
 );

@@ -99,3 +99,14 @@ describe('the shipped example config', () => {
     expect(code).toBe(0);
   });
 });
+
+describe('command-line typos', () => {
+  it('suggests the nearest command and option', async () => {
+    const command = runCli(['stauts']);
+    expect(await command.exited).toBe(2);
+    expect(command.stderr()).toContain('unknown command "stauts"; did you mean "fedtls status"?');
+    const option = runCli(['status', '--confg', 'x.yaml']);
+    expect(await option.exited).toBe(2);
+    expect(option.stderr()).toContain('unknown option --confg; did you mean --config?');
+  });
+});

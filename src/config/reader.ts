@@ -179,8 +179,8 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-/** The known key closest to a misspelt one, when it is close enough to be a typo. */
-function nearestKey(key: string, known: string[]): string | null {
+/** The known word closest to a misspelt one, when it is close enough to be a typo (config keys, CLI commands). */
+export function nearestKey(key: string, known: string[]): string | null {
   let best: string | null = null;
   let bestDistance = Infinity;
   for (const candidate of known) {
