@@ -332,7 +332,9 @@ export class Daemon {
       const drained = Promise.all([ownListenersClosed, workers?.exited]);
       // An ACME order in progress is not waited for longer than the drain (its files are written atomically).
       const acmeStopped = this.acme ? Promise.race([this.acme.stop(), new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref())]) : undefined;
-      await Promise.all([drained, acmeStopped, this.control.stop()]);
+      // The control socket stays up while requests drain, so `fedtls status` still answers.
+      await Promise.all([drained, acmeStopped]);
+      await this.control.stop();
       clearInterval(idleSweep);
       this.proxy?.close();
       if (announce) this.log.info({ event: 'stopped' }, 'fedtls stopped');
