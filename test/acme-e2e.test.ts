@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import yaml from 'js-yaml';
 import path from 'node:path';
-import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
+import { startTestPebble, writePebbleDaemonConfig, type PebbleFixture } from './helpers/pebble.js';
 import { startBackend, type Backend } from './helpers/backend.js';
-import { startDaemon, tempDir, writeConfig, boundPort, type RunningDaemon } from './helpers/daemon.js';
-import { handshake, rawTlsRequest } from './helpers/tls-client.js';
+import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
+import { handshake, rawTlsRequest, serialOf } from './helpers/tls-client.js';
 
 const NAME = 'hs.fedtls.test';
 
@@ -24,15 +24,7 @@ describe('ACME end to end with Pebble', () => {
   beforeAll(async () => {
     pebble = await startTestPebble();
     backend = await startBackend();
-    const dir = tempDir();
-    stateDir = path.join(dir, 'state');
-    configFile = writeConfig(dir, {
-      server_name: NAME,
-      backend: backend.url,
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"] },
-      state_dir: stateDir,
-      acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath, email: 'admin@fedtls.test' },
-    });
+    ({ configFile, stateDir } = writePebbleDaemonConfig(tempDir(), pebble, NAME, backend.url, { acme: { email: 'admin@fedtls.test' } }));
   });
 
   afterAll(async () => {
@@ -48,7 +40,7 @@ describe('ACME end to end with Pebble', () => {
     root = await pebble.issuingRootPem();
     const port = boundPort(daemon, 'federation');
     const result = await handshake({ port, servername: NAME, ca: root });
-    expect(result.serial.replace(/^0+/, '')).toBe(String(issued.serial).replace(/^0+/, ''));
+    expect(serialOf(result.serial)).toBe(serialOf(issued.serial));
     expect(result.names).toContain(`DNS:${NAME}`);
     // eslint-disable-next-line no-console
     console.log(`first run: process start to serving TLS in ${Date.now() - started} ms`);

@@ -9,13 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
+import { startTestPebble, writePebbleDaemonConfig, type PebbleFixture } from './helpers/pebble.js';
 import { startBackend, type Backend } from './helpers/backend.js';
-import { startDaemon, tempDir, writeConfig, boundPort, type RunningDaemon, type LogLine } from './helpers/daemon.js';
-import { handshake, rawTlsRequest } from './helpers/tls-client.js';
+import { startDaemon, tempDir, boundPort, type RunningDaemon, type LogLine } from './helpers/daemon.js';
+import { handshake, rawTlsRequest, serialOf } from './helpers/tls-client.js';
 
 const NAME = 'renew.fedtls.test';
-const serialOf = (serial: unknown): string => String(serial).toLowerCase().replace(/^0+/, '');
 
 describe('renewal of short-lived certificates by the running daemon (Pebble, 60 s certificates)', () => {
   let pebble: PebbleFixture;
@@ -31,19 +30,14 @@ describe('renewal of short-lived certificates by the running daemon (Pebble, 60 
     pebble = await startTestPebble({ certificateValiditySeconds: 60 });
     backend = await startBackend();
     const dir = tempDir();
-    stateDir = path.join(dir, 'state');
     hookLog = path.join(dir, 'deploy-hook.log');
-    configFile = writeConfig(dir, {
-      server_name: NAME,
-      backend: backend.url,
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"] },
-      state_dir: stateDir,
+    ({ configFile, stateDir } = writePebbleDaemonConfig(dir, pebble, NAME, backend.url, {
       http: { redirect_to_https: true },
       acme: {
-        url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath, email: 'admin@fedtls.test', renew_before: '45s',
+        email: 'admin@fedtls.test', renew_before: '45s',
         deploy_hook: `printf '%s|%s|%s\\n' "$FEDTLS_NAMES" "$FEDTLS_CERTIFICATE_PATH" "$FEDTLS_PRIVATE_KEY_PATH" >> '${hookLog}'; echo 'reload of the other service failed' >&2; exit 3`,
       },
-    });
+    }));
     root = await pebble.issuingRootPem();
   });
 

@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
+import { startTestPebble, writePebbleDaemonConfig, type PebbleFixture } from './helpers/pebble.js';
 import { startBackend, type Backend } from './helpers/backend.js';
-import { runCli, startDaemon, tempDir, writeConfig, boundPort, type RunningDaemon } from './helpers/daemon.js';
-import { handshake } from './helpers/tls-client.js';
+import { runCli, startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
+import { handshake, serialOf } from './helpers/tls-client.js';
 import { callDaemon, DaemonUnreachableError } from '../src/ops/control-client.js';
 
 const NAME = 'control.fedtls.test';
@@ -29,15 +29,7 @@ describe('control channel', () => {
   beforeAll(async () => {
     pebble = await startTestPebble();
     backend = await startBackend();
-    const dir = tempDir();
-    stateDir = path.join(dir, 'state');
-    configFile = writeConfig(dir, {
-      server_name: NAME,
-      backend: backend.url,
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"] },
-      state_dir: stateDir,
-      acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath },
-    });
+    ({ configFile, stateDir } = writePebbleDaemonConfig(tempDir(), pebble, NAME, backend.url));
   });
 
   afterAll(async () => {
@@ -78,7 +70,7 @@ describe('control channel', () => {
     const issued = daemon.logs.filter((l) => l.event === 'acme_certificate_issued');
     expect(issued).toHaveLength(2);
     const served = await handshake({ port: boundPort(daemon, 'federation'), servername: NAME });
-    expect(served.serial.replace(/^0+/, '')).toBe(String(issued[1]!.serial).replace(/^0+/, ''));
+    expect(serialOf(served.serial)).toBe(serialOf(issued[1]!.serial));
     expect(served.serial).not.toBe(String(first.serial));
 
     // --dry-run: a certificate from the test directory, thrown away; nothing served changes.

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
 import { startBackend, defaultResponder, type Backend } from './helpers/backend.js';
 import { boundPort, runCli, startDaemon, tempDir, writeConfig, type RunningDaemon } from './helpers/daemon.js';
-import { freePort, startTestPebble, type PebbleFixture } from './helpers/pebble.js';
+import { freePort, startTestPebble, writePebbleDaemonConfig, type PebbleFixture } from './helpers/pebble.js';
 import { rawTlsRequest } from './helpers/tls-client.js';
 
 const NAME = 'metrics.fedtls.test';
@@ -178,11 +178,7 @@ describe('metrics and status with ACME', () => {
   it('counts a successful issuance, shows its expiry per name and the next renewal', async () => {
     const dir = tempDir();
     const metricsPort = await freePort();
-    const configFile = writeConfig(dir, {
-      server_name: ACME_NAME, backend: backend.url, state_dir: path.join(dir, 'state'),
-      listen: { http: [`127.0.0.1:${pebble.httpPort}`], federation: ["127.0.0.1:0"], metrics: [`127.0.0.1:${metricsPort}`] },
-      acme: { url: pebble.directoryUrl, ca_bundle: pebble.caBundlePath },
-    });
+    const { configFile } = writePebbleDaemonConfig(dir, pebble, ACME_NAME, backend.url, { listen: { metrics: [`127.0.0.1:${metricsPort}`] } });
     const daemon = await startDaemon(configFile);
     daemons.push(daemon);
     const issued = await daemon.waitForLog((l) => l.event === 'acme_certificate_issued', 30_000, 'certificate issued');

@@ -4,15 +4,13 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
-import { startDaemon, tempDir, writeConfig, boundPort, type RunningDaemon } from './helpers/daemon.js';
-import { freePort } from './helpers/pebble.js';
-import { handshake } from './helpers/tls-client.js';
+import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
+import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
+import { handshake, serialOf } from './helpers/tls-client.js';
 
 const NAME = 'manual.fedtls.test';
-const strip = (s: string): string => s.replace(/^0+/, '');
 
 describe('manual certificates and SIGHUP', () => {
   let authority: Authority;
@@ -25,22 +23,12 @@ describe('manual certificates and SIGHUP', () => {
   beforeAll(async () => {
     authority = createAuthority();
     backend = await startBackend();
-    const dir = tempDir();
-    certFile = path.join(dir, 'fullchain.pem');
-    keyFile = path.join(dir, 'privkey.pem');
-    const first = issueLeaf(authority, { names: [NAME] });
-    writeFileSync(certFile, first.fullChainPem);
-    writeFileSync(keyFile, first.keyPem);
-    const config = writeConfig(dir, {
-      server_name: NAME, backend: backend.url,
-      listen: { http: ["127.0.0.1:0"], federation: ["127.0.0.1:0"] },
-      state_dir: path.join(dir, 'state'),
-      acme: { enabled: false },
-      tls_certificate_path: certFile, tls_private_key_path: keyFile,
-    });
-    daemon = await startDaemon(config);
+    const first = await writeManualDaemonConfig(tempDir(), NAME, backend.url);
+    certFile = first.certificatePath;
+    keyFile = first.privateKeyPath;
+    daemon = await startDaemon(first.configFile);
     port = boundPort(daemon, 'federation');
-    expect(strip((await handshake({ port, servername: NAME })).serial)).toBe(strip(first.serial));
+    expect(serialOf((await handshake({ port, servername: NAME })).serial)).toBe(serialOf(first.serial));
   });
 
   afterAll(async () => {
@@ -55,8 +43,8 @@ describe('manual certificates and SIGHUP', () => {
     const before = daemon.logs.length;
     daemon.signal('SIGHUP');
     await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'certificate_replaced', 10_000, 'certificate_replaced');
-    expect(strip((await handshake({ port, servername: NAME })).serial)).toBe(strip(next.serial));
-    expect(strip((await handshake({ port })).serial)).toBe(strip(next.serial));
+    expect(serialOf((await handshake({ port, servername: NAME })).serial)).toBe(serialOf(next.serial));
+    expect(serialOf((await handshake({ port })).serial)).toBe(serialOf(next.serial));
   });
 
   it('T1: refuses a key that does not belong, says why, and keeps serving the previous certificate', async () => {

@@ -5,17 +5,15 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
 import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
 import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
-import { handshake, rawTlsRequest } from './helpers/tls-client.js';
+import { handshake, rawTlsRequest, serialOf } from './helpers/tls-client.js';
 
 const NAME = 'workers.fedtls.test';
-const strip = (s: string): string => s.replace(/^0+/, '').toLowerCase();
 
 function childPids(pid: number): number[] {
   const children: number[] = [];
@@ -31,7 +29,7 @@ function childPids(pid: number): number[] {
 
 async function serials(port: number, count: number): Promise<string[]> {
   const seen: string[] = [];
-  for (let i = 0; i < count; i++) seen.push(strip((await handshake({ port, servername: NAME })).serial));
+  for (let i = 0; i < count; i++) seen.push(serialOf((await handshake({ port, servername: NAME })).serial));
   return seen;
 }
 
@@ -49,8 +47,8 @@ describe('TLS worker processes', () => {
     const dir = tempDir();
     const written = await writeManualDaemonConfig(dir, NAME, backend.url, { workers: 2 });
     certFile = written.certificatePath;
-    keyFile = path.join(dir, 'privkey.pem');
-    const first = strip(new X509Certificate(readFileSync(certFile)).serialNumber);
+    keyFile = written.privateKeyPath;
+    const first = serialOf(written.serial);
     daemon = await startDaemon(written.configFile);
     port = boundPort(daemon, 'federation');
     expect(await serials(port, 4)).toEqual(Array(4).fill(first));
@@ -80,7 +78,7 @@ describe('TLS worker processes', () => {
       const before = daemon.logs.length;
       daemon.signal('SIGHUP');
       await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'certificate_replaced', 20_000, 'certificate_replaced');
-      expect(await serials(port, 8)).toEqual(Array(8).fill(strip(next.serial)));
+      expect(await serials(port, 8)).toEqual(Array(8).fill(serialOf(next.serial)));
     }
     expect(daemon.logs.filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
   });
@@ -107,7 +105,7 @@ describe('TLS worker processes', () => {
   });
 
   it('replaces a worker that dies, and the new one serves the current certificate', async () => {
-    const serving = strip((await handshake({ port, servername: NAME })).serial);
+    const serving = serialOf((await handshake({ port, servername: NAME })).serial);
     const [victim] = childPids(daemon.child.pid!);
     const before = daemon.logs.length;
     process.kill(victim!, 'SIGKILL');

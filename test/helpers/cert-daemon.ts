@@ -11,8 +11,7 @@ import { freePort } from './pebble.js';
 
 export const OUTCOME_EVENTS = new Set(['certificate_added', 'certificate_replaced', 'certificate_kept', 'certificate_refused', 'certificate_missing']);
 
-/** Serial numbers as hex without leading zeros, so openssl's and Node's spellings compare equal. */
-export const serialOf = (serial: string): string => serial.toLowerCase().replace(/^0+/, '');
+export { serialOf } from './tls-client.js';
 
 /** Replaces a file the way careful tools do (write beside it, rename over it). */
 export function replaceFile(file: string, content: string | Buffer): void {

@@ -13,6 +13,9 @@ export interface ManualDaemonConfig {
   stateDir: string;
   notAfter: Date;
   certificatePath: string;
+  privateKeyPath: string;
+  /** Serial of the certificate written, as openssl prints it. */
+  serial: string;
 }
 
 /** Writes a certificate for `name`, its key and a config into `dir`; `overrides` replace top-level keys (listen is merged). */
@@ -31,5 +34,5 @@ export async function writeManualDaemonConfig(dir: string, name: string, backend
     tls_certificate_path: certificatePath, tls_private_key_path: keyPath,
     ...rest,
   });
-  return { configFile, stateDir, notAfter: new Date(new X509Certificate(leaf.certPem).validTo), certificatePath };
+  return { configFile, stateDir, notAfter: new Date(new X509Certificate(leaf.certPem).validTo), certificatePath, privateKeyPath: keyPath, serial: leaf.serial };
 }

@@ -3,6 +3,9 @@
 
 import tls, { type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 
+/** Serial numbers as hex without leading zeros, so openssl's, Node's and the logs' spellings compare equal. */
+export const serialOf = (serial: unknown): string => String(serial).toLowerCase().replace(/^0+/, '');
+
 export interface HandshakeResult {
   serial: string;
   names: string;
