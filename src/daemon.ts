@@ -11,7 +11,8 @@ import { CertificateStore, type CertificateSource, type ReloadOutcome } from './
 import { ExpiryWatch } from './certs/expiry-watch.js';
 import { nameMatches } from './certs/pem.js';
 import { ChallengeTable } from './acme/challenges.js';
-import { AcmeManager, acmeCertificateSource, unwritableDirectory } from './acme/manager.js';
+import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
+import { unwritableDirectory } from './certs/files.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';

@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
-import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
 import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';

@@ -8,13 +8,12 @@
 // is; backoff per timing.ts (never before the CA's Retry-After); the current certificate
 // keeps being served.
 
-import { accessSync, constants as fsConstants, existsSync, mkdirSync, rmSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import type { CertificateSource, CertificateStore, ReloadOutcome, StoreEntry } from '../certs/store.js';
-import { writeFileAtomic } from '../certs/files.js';
+import { unwritableDirectory, writeFileAtomic } from '../certs/files.js';
 import { nameMatches } from '../certs/pem.js';
 import { formatDuration } from '../config/units.js';
 import type { ChallengeTable } from './challenges.js';
@@ -33,20 +32,6 @@ const DIRECTORY_MAX_AGE_MS = 12 * 3_600_000;
 /** The files ACME writes for a set of names, named after the first one. */
 /** A state_dir that cannot be written is a local problem: look again soon, without asking the CA. */
 const UNWRITABLE_RECHECK_MS = 5 * 60_000;
-
-/** Null when `dir` exists (or can be created) and this process can write in it; else what is wrong and how to fix it. */
-export function unwritableDirectory(dir: string, chownTarget: string): string | null {
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
-    return null;
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    let user: string;
-    try { user = userInfo().username; } catch { user = `uid ${process.getuid?.() ?? '?'}`; }
-    return `fedtls (running as ${user}) cannot write ${dir} (${code}); fix the ownership, e.g. chown -R ${user}: ${chownTarget}, then restart or run fedtls renew`;
-  }
-}
 
 export function acmeCertificateSource(config: Config): CertificateSource {
   const primary = config.acme.domains[0]!;
