@@ -7,13 +7,12 @@
 // backend that dies mid-response breaks the client connection (never a truncated response
 // that looks complete). Errors fedtls makes itself are Matrix JSON. Nothing here throws into
 // the event loop.
-// Built on node:http rather than http-proxy: http-proxy merges "//" in paths, folds repeated
-// request headers, and cannot tell a backend timeout from a reset (see DESIGN.md).
+// The backend side is upstream.ts, not http-proxy (which merges "//" in paths, folds repeated
+// request headers, and cannot tell a backend timeout from a reset; see DESIGN.md) nor
+// node:http's client (its per-request cost, measured in bench/README.md).
 
-import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
-import type { Socket } from 'node:net';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { sendMatrixError } from './matrix-errors.js';
@@ -21,6 +20,7 @@ import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
 import { lingerBeforeClose } from './lingering-close.js';
 import { takeAwaitingContinue } from './expect-continue.js';
+import { BackendPool, type BodyFraming, type Exchange, type ExchangeHandlers } from './upstream.js';
 
 export interface ProxyCounters {
   inFlight: number;
@@ -65,21 +65,28 @@ export function trustedPeerMatcher(entries: readonly string[]): (peer: string) =
   };
 }
 
-/** Errors on a pooled keep-alive socket that the backend had already closed: safe to retry once without a body. */
-const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 const CLOSE_CONNECTION = { Connection: 'close' } as const;
 const UNREACHABLE_LOG_INTERVAL_MS = 10_000;
 const NO_EXTRA_HEADERS = {} as const;
 
+/** The request head for the backend, written in one piece (upstream.ts frames the body). */
+function requestHead(method: string, target: string, headers: readonly string[], framing: BodyFraming): string {
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  if (framing === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
+  return `${head}\r\n`;
+}
+
 export function createProxyHandler({ config, log, onBackendResponse }: ProxyOptions): ProxyHandler {
   const backend = config.backend;
-  const isHttps = backend.protocol === 'https:';
-  const agentOptions = { keepAlive: true, maxSockets: config.maxBackendSockets, maxFreeSockets: Math.min(64, config.maxBackendSockets), timeout: config.idleTimeoutMs };
-  const agent = isHttps ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
-  const request = isHttps ? https.request : http.request;
-  const port = Number(backend.port) || (isHttps ? 443 : 80);
-  const hostname = backend.hostname.replace(/^\[|\]$/g, '');
-  const servername = isHttps && !isIP(hostname) ? hostname : undefined;
+  const pool = new BackendPool({
+    backend,
+    maxSockets: config.maxBackendSockets,
+    maxIdleSockets: Math.min(64, config.maxBackendSockets),
+    idleTimeoutMs: config.idleTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    responseTimeoutMs: config.responseTimeoutMs,
+  });
   const isBlocked = blockedPathMatcher(config.blockPaths);
   const isTrusted = trustedPeerMatcher(config.trustedProxies);
   const tooLargeMessage = `The request body is larger than this server accepts (proxy.max_body_size, ${config.maxBodySize} bytes)`;
@@ -148,142 +155,129 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, method: string, target: string, headers: string[], peer: string): void => {
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+    const framing: BodyFraming = req.headers['transfer-encoding'] !== undefined ? 'chunked' : (req.headers['content-length'] ?? '0') !== '0' ? 'length' : 'none';
+    const head = requestHead(method, target, headers, framing);
     const logPath = target.length > 200 ? target.slice(0, 200) : target;
     counters.inFlight += 1;
     let settled = false;
-    const settle = (): void => {
-      if (settled) return;
-      settled = true;
-      counters.inFlight -= 1;
-    };
-    let upstream: ClientRequest | null = null;
+    let exchange: Exchange | null = null;
     let clientGone = false;
+    let tooLarge = false;
     let received = 0;
+    let retried = false;
+    let waitingForDrain = false;
+    const sentAt = process.hrtime.bigint();
 
-    // The client went away before its response was complete: drop the upstream request now.
+    // The client went away before its response was complete: drop the upstream exchange now.
     res.once('close', () => {
       if (!res.writableFinished) {
         clientGone = true;
-        upstream?.destroy();
+        exchange?.destroy();
         log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
       }
-      settle();
+      if (!settled) {
+        settled = true;
+        counters.inFlight -= 1;
+      }
     });
 
-    if (hasBody) {
-      req.on('data', (chunk: Buffer) => {
-        received += chunk.length;
-        if (received <= config.maxBodySize) return;
-        req.unpipe();
-        req.removeAllListeners('data');
-        upstream?.destroy();
-        upstream = null;
-        log.info({ event: 'request_too_large', method, path: logPath, peer, limit: config.maxBodySize }, 'request body over proxy.max_body_size; refused with 413');
-        if (res.headersSent) res.destroy();
-        else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
-        req.resume();
-      });
-    }
+    const resumeResponse = (): void => {
+      waitingForDrain = false;
+      exchange?.resumeResponse();
+    };
 
-    const send = (attempt: number): void => {
-      let outgoing: ClientRequest;
-      const sentAt = process.hrtime.bigint();
-      try {
-        // A retry goes on a new connection of its own: other pooled ones may be just as stale.
-        outgoing = request({ host: hostname, port, method, path: target, headers, agent: attempt === 0 ? agent : false, setHost: false, servername });
-      } catch (error) {
-        // Node refuses a target or header it could not write safely: nothing was sent.
-        refuse(req, res, 400, 'M_UNRECOGNIZED', `The request cannot be forwarded: ${(error as Error).message}`);
-        settle();
-        return;
-      }
-      upstream = outgoing;
-      let timedOut = false;
-      let responded = false;
-      const connectTimer = setTimeout(() => {
-        timedOut = true;
-        outgoing.destroy(new Error(`no connection to the backend within proxy.connect_timeout (${config.connectTimeoutMs} ms)`));
-      }, config.connectTimeoutMs);
-      outgoing.once('close', () => clearTimeout(connectTimer));
-      outgoing.once('socket', (socket: Socket) => {
-        if (socket.connecting) socket.once('connect', () => clearTimeout(connectTimer));
-        else clearTimeout(connectTimer);
-      });
-      // Idle time on the backend connection: waiting for the answer, or between body bytes.
-      outgoing.setTimeout(config.responseTimeoutMs, () => {
-        timedOut = true;
-        outgoing.destroy(new Error(`the backend sent nothing for proxy.response_timeout (${config.responseTimeoutMs} ms)`));
-      });
-
-      outgoing.once('response', (upstreamRes: IncomingMessage) => {
-        responded = true;
+    const handlers: ExchangeHandlers = {
+      onHead(status, reason, rawHeaders) {
         onBackendResponse?.(Number(process.hrtime.bigint() - sentAt) / 1e9);
-        clearTimeout(connectTimer);
         if (clientGone || res.headersSent || res.destroyed) {
-          upstreamRes.destroy();
+          exchange?.destroy();
           return;
         }
-        const status = upstreamRes.statusCode ?? 502;
-        const responseHeaders = responseHeadersForClient(upstreamRes.rawHeaders);
+        const responseHeaders = responseHeadersForClient(rawHeaders);
         // The backend answered before the whole request body arrived: this connection cannot be reused.
-        if (hasBody && !req.complete) {
+        if (framing !== 'none' && !req.complete) {
           responseHeaders.push('Connection', 'close');
           lingerBeforeClose(req.socket);
         }
         try {
-          res.writeHead(status, upstreamRes.statusMessage, responseHeaders);
+          res.writeHead(status, reason, responseHeaders);
         } catch (error) {
-          upstreamRes.destroy();
+          exchange?.destroy();
           counters.backendErrors += 1;
           log.warn({ event: 'backend_bad_response', path: logPath, error: (error as Error).message }, `the homeserver's response cannot be passed on: ${(error as Error).message}`);
           refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver sent a response that cannot be passed on');
           return;
         }
         countStatus(status);
-        upstreamRes.pipe(res);
-        // The backend went away mid-body: break the client connection so the cut is visible.
-        upstreamRes.once('close', () => {
-          if (!upstreamRes.complete && !res.destroyed) {
-            log.info({ event: 'backend_response_cut', path: logPath }, 'the homeserver closed the connection in the middle of a response');
-            res.destroy();
-          }
-        });
-        upstreamRes.on('error', () => undefined); // reported through 'close' above
-      });
-
-      outgoing.on('error', (error: NodeJS.ErrnoException) => {
-        clearTimeout(connectTimer);
-        // After the response head, a cut is handled by upstreamRes 'close'; a write error on
-        // the request body (backend answered early, then closed) changes nothing for the client.
-        if (clientGone || upstream !== outgoing || responded) return;
+      },
+      onData(chunk) {
+        if (res.write(chunk)) return true;
+        if (!waitingForDrain) {
+          waitingForDrain = true;
+          res.once('drain', resumeResponse);
+        }
+        return false;
+      },
+      onEnd() {
+        res.end();
+      },
+      onDrain() {
+        if (!tooLarge) req.resume();
+      },
+      onFail(failure) {
+        if (clientGone) return;
         if (res.headersSent) {
+          // The backend went away (or stalled) mid-body: break the client connection so the cut is visible.
+          log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
           res.destroy();
           return;
         }
-        if (!responded && !timedOut && attempt === 0 && !hasBody && outgoing.reusedSocket && STALE_SOCKET_ERRORS.has(error.code ?? '')) {
-          log.debug({ event: 'backend_retry', path: logPath, error: error.code }, 'a pooled backend connection was closed by the backend; retrying once on a new one');
-          send(1);
+        if (tooLarge) return;
+        if (failure.kind === 'closed' && failure.retryable && !retried) {
+          retried = true;
+          log.debug({ event: 'backend_retry', path: logPath, error: failure.code }, 'a pooled backend connection was closed by the backend; retrying once on a new one');
+          exchange = pool.exchange(head, framing, method === 'HEAD', handlers, true);
           return;
         }
         counters.backendErrors += 1;
-        if (timedOut) {
-          log.warn({ event: 'backend_timeout', method, path: logPath, error: error.message }, `the homeserver at ${backend.origin} did not answer in time: ${error.message}`);
+        if (failure.kind === 'timeout') {
+          log.warn({ event: 'backend_timeout', method, path: logPath, error: failure.message }, `the homeserver at ${backend.origin} did not answer in time: ${failure.message}`);
           refuse(req, res, 504, 'M_UNKNOWN', 'The homeserver did not answer in time');
+        } else if (failure.kind === 'protocol') {
+          log.warn({ event: 'backend_bad_response', path: logPath, error: failure.message }, `the homeserver's response cannot be passed on: ${failure.message}`);
+          refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver sent a response that cannot be passed on');
         } else {
-          logUnreachable(error.code ?? error.message);
+          logUnreachable(failure.kind === 'connect' ? failure.code : failure.message);
           refuse(req, res, 502, 'M_UNKNOWN', 'The homeserver is unreachable');
         }
-      });
-
-      if (!hasBody) outgoing.end();
-      else if (attempt === 0) req.pipe(outgoing);
+      },
     };
-    send(0);
+
+    exchange = pool.exchange(head, framing, method === 'HEAD', handlers);
+
+    if (framing !== 'none') {
+      req.on('data', (chunk: Buffer) => {
+        if (tooLarge) return;
+        received += chunk.length;
+        if (received > config.maxBodySize) {
+          tooLarge = true;
+          exchange?.destroy();
+          log.info({ event: 'request_too_large', method, path: logPath, peer, limit: config.maxBodySize }, 'request body over proxy.max_body_size; refused with 413');
+          if (res.headersSent) res.destroy();
+          else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
+          req.resume();
+          return;
+        }
+        if (exchange && !exchange.writeBody(chunk)) req.pause();
+      });
+      req.once('end', () => {
+        if (!tooLarge) exchange?.endBody();
+      });
+    }
   };
 
   const handler = handle as ProxyHandler;
   handler.counters = counters;
-  handler.close = () => agent.destroy();
+  handler.close = () => pool.close();
   return handler;
 }
