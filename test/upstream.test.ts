@@ -245,6 +245,19 @@ describe('backend client (upstream.ts)', () => {
     expect(most).toBeLessThanOrEqual(2);
   });
 
+  it('a request waiting for a free connection gives up after connectTimeoutMs', async () => {
+    const server = await serve(() => undefined);
+    const pool = poolFor(server, { maxSockets: 1, connectTimeoutMs: 300 });
+    const first = run(pool);
+    const started = performance.now();
+    const second = await run(pool);
+    expect(second.failure?.kind).toBe('timeout');
+    expect(second.failure && 'message' in second.failure ? second.failure.message : '').toMatch(/max_backend_sockets/);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    for (const c of server.connections) c.socket.destroy();
+    expect((await first).failure?.kind).toBe('closed');
+  });
+
   it('closes idle connections after idleTimeoutMs', async () => {
     const server = await serve((_, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
     const pool = poolFor(server, { idleTimeoutMs: 200 });

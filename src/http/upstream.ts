@@ -81,6 +81,8 @@ export class Exchange {
   private reusable = true;
   private headSeen = false;
   private failCode = '';
+  /** Set while the exchange waits for a free connection (all maxSockets busy). */
+  queueTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly pool: BackendPool,
@@ -129,6 +131,7 @@ export class Exchange {
 
   /** Called by the pool with a connected socket. */
   attach(socket: PooledSocket, reused: boolean): void {
+    this.pool.forget(this);
     this.socket = socket;
     this.reused = reused;
     socket.fedtlsExchange = this;
@@ -473,14 +476,25 @@ export class BackendPool {
       }
     }
     if (this.open < this.options.maxSockets) this.connect(exchange);
-    else this.waiting.push(exchange);
+    else this.enqueue(exchange);
     return exchange;
   }
 
   /** An exchange ended or was dropped: it no longer waits for a connection. */
   forget(exchange: Exchange): void {
+    if (exchange.queueTimer === null) return;
+    clearTimeout(exchange.queueTimer);
+    exchange.queueTimer = null;
     const at = this.waiting.indexOf(exchange);
     if (at !== -1) this.waiting.splice(at, 1);
+  }
+
+  /** Every connection is busy: wait for one, at most proxy.connect_timeout. */
+  private enqueue(exchange: Exchange): void {
+    this.waiting.push(exchange);
+    exchange.queueTimer = setTimeout(() => {
+      exchange.fail({ kind: 'timeout', message: `no free connection to the backend within proxy.connect_timeout (${this.options.connectTimeoutMs} ms): all ${this.options.maxSockets} of proxy.max_backend_sockets are busy` });
+    }, this.options.connectTimeoutMs);
   }
 
   /** A connection whose exchange ended cleanly. */
@@ -490,7 +504,7 @@ export class BackendPool {
       return;
     }
     socket.resume();
-    const next = this.waiting.shift();
+    const next = this.waiting[0];
     if (next) {
       next.attach(socket, true);
       return;
@@ -508,7 +522,7 @@ export class BackendPool {
     this.closed = true;
     clearInterval(this.sweeper);
     for (const socket of this.idle.splice(0)) socket.destroy();
-    for (const exchange of this.waiting.splice(0)) exchange.fail({ kind: 'connect', code: 'ECLOSED', message: 'fedtls is shutting down' });
+    for (const exchange of [...this.waiting]) exchange.fail({ kind: 'connect', code: 'ECLOSED', message: 'fedtls is shutting down' });
   }
 
   private takeIdle(): PooledSocket | null {
@@ -583,7 +597,11 @@ export class BackendPool {
         socket.fedtlsExchange?.onSocketClose();
       }
       // A slot is free: start the next waiting exchange on a new connection.
-      if (!this.closed && this.waiting.length > 0 && this.open < this.options.maxSockets) this.connect(this.waiting.shift()!);
+      const next = this.waiting[0];
+      if (!this.closed && next && this.open < this.options.maxSockets) {
+        this.forget(next);
+        this.connect(next);
+      }
     });
   }
 }
