@@ -27,15 +27,16 @@ export interface WorkerPoolOptions {
 }
 
 /**
- * Node flags for the workers: the primary's, plus a 2 MB young generation unless the admin
- * chose one. Measured with `npm run bench` (20 × 50 MB uploads in flight, 2 workers): RSS
- * growth 79–87 MB with V8's default 16 MB semi-space, 68–70 MB with 4–8 MB, 35–40 MB with
- * 2 MB, at the same throughput; uploads allocate short-lived 16 KB buffers, and a smaller
- * young generation returns them sooner.
+ * Node flags for the workers: the primary's, plus a 1 MB young generation unless the admin
+ * chose one. Uploads allocate a short-lived 16 KB buffer per TLS record but few JS objects,
+ * so the young generation fills slowly and the buffers' memory piles up between scavenges.
+ * Measured with `npm run bench` (20 × 50 MB uploads in flight, 2 workers, own upstream
+ * client): RSS growth 68–72 MB with a 2 MB semi-space, 40–42 MB with 1 MB; keep-alive req/s
+ * the same within noise, upload MB/s within 5 %. (V8's default 16 MB: 79–87 MB.)
  */
 function workerExecArgv(): string[] {
   const chosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((flag) => flag.includes('semi-space-size'));
-  return chosen ? [...process.execArgv] : [...process.execArgv, '--max-semi-space-size=2'];
+  return chosen ? [...process.execArgv] : [...process.execArgv, '--max-semi-space-size=1'];
 }
 
 interface PendingQuestion {
