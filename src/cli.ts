@@ -15,7 +15,7 @@ Usage:
   fedtls certificates [--config FILE] [--json]
                                         list each name: source, serial, issuer, expiry, files
   fedtls demo [--keep]                  run a local demo with Pebble (Debian package "pebble")
-  fedtls renew [NAME] [--force] [--dry-run] [--json]
+  fedtls renew [NAME] [--force] [--dry-run] [--json] [--config FILE]
                                         ask the running daemon to renew now (if due; --force:
                                         regardless); --dry-run: obtain a throw-away certificate
                                         from the staging/test CA, touching nothing served
@@ -24,12 +24,21 @@ Usage:
                                         server_name) as a remote homeserver would; exit 0 if it works
                                         test setups only: --well-known-port N (instead of 443),
                                         --fallback-port N (instead of 8448)
-  fedtls status [--json]                what the running daemon serves: listeners, certificates
+  fedtls status [--json] [--config FILE] what the running daemon serves: listeners, certificates
                                         (expiry, next renewal), last ACME error, backend, uptime
+  fedtls version                        the installed version (also --version)
   fedtls help                           this text
 
---config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}.
+--config defaults to $FEDTLS_CONFIG or ${DEFAULT_CONFIG}. Commands that talk to the
+running daemon (certificates, renew, status) find its control socket in the config's state_dir.
 `;
+
+/** The version in the package.json next to dist/ (the installed package's own). */
+async function packageVersion(): Promise<string> {
+  const { readFileSync } = await import('node:fs');
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return manifest.version ?? 'unknown';
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -68,6 +77,11 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/status.js')).statusCommand({ configPath: values.config!, json: values.json! });
     case 'renew':
       return (await import('./commands/renew.js')).renewCommand({ configPath: values.config!, name: positionals[0], force: values.force!, dryRun: values['dry-run']!, json: values.json! });
+    case 'version':
+    case '--version':
+    case '-V':
+      process.stdout.write(`fedtls ${await packageVersion()} (Node.js ${process.versions.node})\n`);
+      return 0;
     case undefined:
     case 'help':
     case '--help':
@@ -76,7 +90,7 @@ async function main(argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0;
     default: {
       const { nearestKey } = await import('./config/reader.js');
-      const nearest = nearestKey(command, ['run', 'check-config', 'certificates', 'check', 'demo', 'status', 'renew', 'help']);
+      const nearest = nearestKey(command, ['run', 'check-config', 'certificates', 'check', 'demo', 'status', 'renew', 'version', 'help']);
       process.stderr.write(`fedtls: unknown command "${command}"${nearest ? `; did you mean "fedtls ${nearest}"?` : ''}\n\n${USAGE}`);
       return 2;
     }

@@ -2,7 +2,7 @@
 // expected, and exits 1 (C4: the error is in the output before the process exits).
 
 import { describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, tempDir, writeConfig } from './helpers/daemon.js';
 
@@ -108,5 +108,14 @@ describe('command-line typos', () => {
     const option = runCli(['status', '--confg', 'x.yaml']);
     expect(await option.exited).toBe(2);
     expect(option.stderr()).toContain('unknown option --confg; did you mean --config?');
+  });
+
+  it('prints the version of the package it runs from', async () => {
+    const { version } = JSON.parse(readFileSync(path.resolve('package.json'), 'utf8')) as { version: string };
+    for (const spelling of ['--version', 'version']) {
+      const cli = runCli([spelling]);
+      expect(await cli.exited).toBe(0);
+      expect(cli.stdout()).toContain(`fedtls ${version} (Node.js ${process.versions.node})`);
+    }
   });
 });
