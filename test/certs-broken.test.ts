@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority, type Leaf } from './helpers/certs.js';
@@ -19,6 +19,13 @@ function opensslOut(args: string[], input: string): Buffer {
   return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
+/** The certificate with one byte of its signature flipped: it still parses, and its key still matches. */
+function flipSignatureByte(certPem: string): string {
+  const der = Buffer.from(new X509Certificate(certPem).raw);
+  der[der.length - 1]! ^= 0x01;
+  return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
+}
+
 /** Puts `target` at `file` whatever kind of thing is there now (file, directory, symlink, FIFO). */
 function clear(file: string): void {
   rmSync(file, { recursive: true, force: true });
@@ -27,6 +34,7 @@ function clear(file: string): void {
 describe('broken certificate input is refused clearly and the previous pair keeps serving', () => {
   let authority: Authority;
   let foreign: Authority;
+  let rekeyed: Authority;
   let running: CertDaemon;
   let certFile: string;
   let keyFile: string;
@@ -40,6 +48,7 @@ describe('broken certificate input is refused clearly and the previous pair keep
   beforeAll(async () => {
     authority = createAuthority();
     foreign = createAuthority('Foreign');
+    rekeyed = createAuthority(); // the same names as `authority`, other keys: a CA that re-keyed its intermediate
     current = issueLeaf(authority, { names: [NAME] });
     otherCurrent = issueLeaf(authority, { names: [OTHER] });
     running = await startCertDaemon({
@@ -88,6 +97,8 @@ describe('broken certificate input is refused clearly and the previous pair keep
     { kind: 'two keys in the key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, n.keyPem + current.keyPem); }, file: () => keyFile, reason: /2 private keys in one file/ },
     { kind: 'key that does not belong', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, current.keyPem); }, file: () => certFile, reason: /does not belong/ },
     { kind: 'chain from another CA', write: (n) => { replaceFile(certFile, n.certPem + foreign.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no other certificate in the file issued the leaf.*Foreign Intermediate CA/ },
+    { kind: 'leaf whose signature is damaged (one byte flipped)', write: (n) => { replaceFile(certFile, flipSignatureByte(n.certPem) + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /^(?!.*another certificate or CA)the leaf's signature does not verify against "CN=Test Intermediate CA" in the file.*damaged.*re-keyed.*then reload$/ },
+    { kind: 'intermediate with the right name but another key (re-keyed CA)', write: (n) => { replaceFile(certFile, n.certPem + rekeyed.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /^(?!.*another certificate or CA)the file holds a certificate named "CN=Test Intermediate CA", the leaf's issuer, but not the one that issued the leaf: its key identifier differs.*full chain that came with this certificate/ },
     { kind: 'truncated in the middle of the base64', write: (n) => { replaceFile(certFile, n.fullChainPem.slice(0, 300)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /truncated/ },
     { kind: 'damaged base64 between intact BEGIN/END lines', write: (n) => { replaceFile(certFile, n.certPem.replace(/\n[A-Za-z0-9+/]{64}\n/, '\n' + 'A'.repeat(64) + '\n')); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /cannot be parsed|does not belong/ },
     { kind: 'two files pasted together without the END line', write: (n) => { replaceFile(certFile, n.certPem.replace(/-----END CERTIFICATE-----\n$/, '') + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no END line before the next BEGIN/ },

@@ -1,8 +1,8 @@
 // Reading and validating a certificate/key pair as admins and CAs save them. Owns: PEM
 // tolerance (CRLF, BOM, missing final newline, key and chain in one file), key types (RSA
-// and EC in PKCS#1, SEC1 and PKCS#8), key-to-leaf matching, chain ordering, validity dates.
-// Promises: a LoadedPair is complete, leaf-first and matching; anything else is a
-// CertificateLoadError that names the file and what to do.
+// and EC in PKCS#1, SEC1 and PKCS#8), key-to-leaf matching, chain ordering and signatures,
+// validity dates. Promises: a LoadedPair is complete, leaf-first and matching; anything else
+// is a CertificateLoadError that names the file and what to do.
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
@@ -289,15 +289,37 @@ function issued(issuer: X509Certificate, cert: X509Certificate): boolean {
 
 const oneLine = (dn: string): string => dn.replace(/\n/g, ', ');
 
-/** Puts the leaf first and each issuer after the certificate it issued; reports what it changed. */
-function orderChain(leaf: X509Certificate, others: X509Certificate[], warnings: string[]): X509Certificate[] {
+/** True when `issuer` looks like the issuer of `cert` (names, key identifiers), whatever the signature says. */
+function namedIssuer(issuer: X509Certificate, cert: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Puts the leaf first and each issuer after the certificate it issued; reports what it changed.
+ * Throws when a certificate in the file is, by its names and key identifiers, the issuer of
+ * one in the chain but the signature does not verify against it: that is damage (or a re-keyed
+ * CA), not a bundle from another CA, and peers would refuse it.
+ */
+function orderChain(leaf: X509Certificate, others: X509Certificate[], warnings: string[], certificatePath: string): X509Certificate[] {
   const ordered = [leaf];
   const remaining = [...others];
   for (;;) {
     const last = ordered[ordered.length - 1]!;
     if (last.checkIssued(last)) break; // reached a self-signed root
     const index = remaining.findIndex((candidate) => issued(candidate, last));
-    if (index < 0) break;
+    if (index < 0) {
+      const lookalike = remaining.find((candidate) => namedIssuer(candidate, last));
+      if (lookalike) {
+        const whose = last === leaf ? 'the leaf\'s signature' : `the signature of the chain certificate "${oneLine(last.subject)}"`;
+        throw new CertificateLoadError(certificatePath,
+          `${whose} does not verify against "${oneLine(lookalike.subject)}" in the file, although that certificate's name and key identifier match its issuer: the file is damaged (a changed or lost byte), or the CA re-keyed that certificate and this is not the chain it came with. Peers would refuse it. Put the certificate and chain from your CA back (e.g. certbot's fullchain.pem, or download it again), then reload`);
+      }
+      break;
+    }
     ordered.push(remaining.splice(index, 1)[0]!);
   }
   for (const unused of remaining) {
@@ -333,16 +355,21 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
     warnings.push(`the chain was written with the leaf in position ${leafIndex + 1}; fedtls serves it leaf-first`);
   }
   const leafCert = certificates[leafIndex]!;
-  const chainCerts = orderChain(leafCert, certificates.filter((_, i) => i !== leafIndex), warnings);
+  const chainCerts = orderChain(leafCert, certificates.filter((_, i) => i !== leafIndex), warnings, certificatePath);
   if (leafIndex === 0 && chainCerts.some((cert, i) => cert !== certificates[i])) {
     warnings.push('the intermediates were out of order; fedtls serves them in issuing order');
   }
   const chain = chainCerts.map(describeCertificate);
   const leaf = chain[0]!;
   if (chain.length === 1 && certificates.length > 1 && !leaf.selfSigned) {
-    const others = certificates.filter((cert) => cert !== leafCert).map((cert) => oneLine(cert.subject)).join('; ');
+    const others = certificates.filter((cert) => cert !== leafCert);
+    const sameName = others.find((cert) => cert.subject === leafCert.issuer);
+    if (sameName) {
+      throw new CertificateLoadError(certificatePath,
+        `the file holds a certificate named "${oneLine(sameName.subject)}", the leaf's issuer, but not the one that issued the leaf: its key identifier differs (the CA has more than one intermediate of that name, e.g. a re-keyed or older one). Use the full chain that came with this certificate (e.g. certbot's fullchain.pem), then reload`);
+    }
     throw new CertificateLoadError(certificatePath,
-      `no other certificate in the file issued the leaf: the leaf was issued by "${leaf.issuer}", the file also holds "${others}". The chain belongs to another certificate or CA; use the full chain that came with this certificate`);
+      `no other certificate in the file issued the leaf: the leaf was issued by "${leaf.issuer}", the file also holds "${others.map((cert) => oneLine(cert.subject)).join('; ')}". The chain belongs to another certificate or CA; use the full chain that came with this certificate`);
   }
   for (const [index, cert] of chain.entries()) {
     if (index === 0) continue;
