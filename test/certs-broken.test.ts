@@ -81,8 +81,9 @@ describe('broken certificate input is refused clearly and the previous pair keep
   }
 
   const cases: BrokenCase[] = [
-    { kind: 'empty certificate file', write: () => replaceFile(certFile, ''), file: () => certFile, reason: /empty \(0 bytes\)/ },
-    { kind: 'whitespace-only key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, '\n\n  \n'); }, file: () => keyFile, reason: /only whitespace/ },
+    { kind: 'empty certificate file', write: () => replaceFile(certFile, ''), file: () => certFile, reason: /empty \(0 bytes\).*put the certificate chain \(PEM; certbot's \/etc\/letsencrypt\/live\/<name>\/fullchain\.pem.* at \S+fullchain\.pem, or point certificate_path at where it is, then reload/ },
+    { kind: 'empty key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, ''); }, file: () => keyFile, reason: /empty \(0 bytes\).*put the private key \(PEM; certbot's \/etc\/letsencrypt\/live\/<name>\/privkey\.pem.* at \S+privkey\.pem, or point private_key_path at where it is, then reload/ },
+    { kind: 'whitespace-only key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, '\n\n  \n'); }, file: () => keyFile, reason: /only whitespace.*put the private key .*privkey\.pem/ },
     { kind: 'binary junk', write: () => replaceFile(certFile, randomBytes(1500)), file: () => certFile, reason: /binary data, not PEM/ },
     { kind: 'DER certificate instead of PEM', write: (n) => { replaceFile(certFile, opensslOut(['x509', '-outform', 'der'], n.certPem)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /certificate in binary DER form, not PEM.*openssl x509 -inform der/ },
     { kind: 'DER key instead of PEM', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['pkey', '-outform', 'der'], n.keyPem)); }, file: () => keyFile, reason: /private key in binary DER form.*openssl pkey -inform der/ },
@@ -104,7 +105,8 @@ describe('broken certificate input is refused clearly and the previous pair keep
     { kind: 'two files pasted together without the END line', write: (n) => { replaceFile(certFile, n.certPem.replace(/-----END CERTIFICATE-----\n$/, '') + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no END line before the next BEGIN/ },
     { kind: 'expired certificate', write: () => { const old = issueLeaf(authority, { names: [NAME], startOffsetDays: -100, days: 10 }); replaceFile(certFile, old.fullChainPem); replaceFile(keyFile, old.keyPem); }, file: () => certFile, reason: /expired on \d{4}-\d\d-\d\dT.*valid from \d{4}-/ },
     { kind: 'not yet valid certificate', write: () => { const early = issueLeaf(authority, { names: [NAME], startOffsetDays: 3, days: 90 }); replaceFile(certFile, early.fullChainPem); replaceFile(keyFile, early.keyPem); }, file: () => certFile, reason: /not valid yet: valid from \d{4}-\d\d-\d\dT.* to \d{4}-/ },
-    { kind: 'missing file', write: () => clear(certFile), file: () => certFile, reason: /file not found/ },
+    { kind: 'missing file', write: () => clear(certFile), file: () => certFile, reason: /file not found: nothing at this path; put the certificate chain .*fullchain\.pem/ },
+    { kind: 'missing key file', write: (n) => { replaceFile(certFile, n.fullChainPem); clear(keyFile); }, file: () => keyFile, reason: /file not found: nothing at this path; put the private key .*privkey\.pem.*point private_key_path at where it is/ },
     { kind: 'directory instead of a file', write: () => { clear(certFile); mkdirSync(certFile); }, file: () => certFile, reason: /is a directory/ },
     { kind: 'dangling symlink', write: () => { clear(certFile); symlinkSync(path.join(path.dirname(certFile), 'archive', 'gone.pem'), certFile); }, file: () => certFile, reason: /symlink to .*gone\.pem, which does not exist/ },
     { kind: 'FIFO instead of a file (must not hang the daemon)', write: () => { clear(certFile); execFileSync('mkfifo', [certFile]); }, file: () => certFile, reason: /not a regular file/ },

@@ -90,14 +90,34 @@ export function describeCertificate(cert: X509Certificate): CertificateInfo {
 /** Certificate and key files are a few KiB; anything far larger is not one. */
 const MAX_PEM_FILE_BYTES = 1024 * 1024;
 
-function describeReadError(file: string, error: NodeJS.ErrnoException): string {
+/** What a file is for, so a message about it can say what belongs there. */
+export type PemFileRole = 'certificate' | 'key' | 'combined';
+
+/** Who writes the file: the admin (or certbot…), or fedtls's own ACME client. */
+export type PemFileOrigin = 'file' | 'acme';
+
+/** The fix for a file that is missing or has nothing in it: what belongs there and where it usually comes from. */
+export function missingFileFix(file: string, role: PemFileRole, origin: PemFileOrigin = 'file'): string {
+  if (origin === 'acme') {
+    return `fedtls's ACME client writes this file; run "fedtls renew --force" to obtain and write a new certificate and key (a certificate already being served keeps serving until then)`;
+  }
+  const what = role === 'key'
+    ? 'the private key (PEM; certbot\'s /etc/letsencrypt/live/<name>/privkey.pem, or the file openssl wrote with -keyout)'
+    : role === 'combined'
+      ? 'the certificate chain and its private key (PEM)'
+      : 'the certificate chain (PEM; certbot\'s /etc/letsencrypt/live/<name>/fullchain.pem, or your CA\'s certificate followed by its intermediate)';
+  const key = role === 'key' ? 'private_key_path' : 'certificate_path';
+  return `put ${what} at ${file}, or point ${key} at where it is, then reload (systemctl reload fedtls)`;
+}
+
+function describeReadError(file: string, error: NodeJS.ErrnoException, role: PemFileRole, origin: PemFileOrigin): string {
   switch (error.code) {
     case 'ENOENT': {
       let target: string | null = null;
       try { target = readlinkSync(file); } catch { /* not a symlink */ }
       return target !== null
         ? `file not found: it is a symlink to ${target}, which does not exist (fix the link, then reload)`
-        : 'file not found';
+        : `file not found: nothing at this path; ${missingFileFix(file, role, origin)}`;
     }
     case 'EACCES':
     case 'EPERM':
@@ -113,16 +133,22 @@ function describeReadError(file: string, error: NodeJS.ErrnoException): string {
   }
 }
 
+export interface PemFile {
+  text: string;
+  mode: number;
+}
+
 /**
  * Reads a PEM file without ever blocking or reading without bound: FIFOs, devices and
  * sockets are refused before any read (O_NONBLOCK keeps a FIFO from stalling the daemon).
+ * `role` and `origin` only shape the messages (what belongs in the file, where it comes from).
  */
-export function readPemFile(file: string): { text: string; mode: number } {
+export function readPemFile(file: string, role: PemFileRole = 'certificate', origin: PemFileOrigin = 'file'): PemFile {
   let fd: number;
   try {
     fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (error) {
-    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException));
+    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException, role, origin));
   }
   try {
     const stat = fstatSync(fd);
@@ -132,10 +158,10 @@ export function readPemFile(file: string): { text: string; mode: number } {
       throw new CertificateLoadError(file, `is ${stat.size} bytes, far too large for a certificate or key (at most ${MAX_PEM_FILE_BYTES}); is this the right file?`);
     }
     const buffer = readFileSync(fd);
-    return { text: decodePemBytes(file, buffer), mode: stat.mode };
+    return { text: decodePemBytes(file, buffer, role, origin), mode: stat.mode };
   } catch (error) {
     if (error instanceof CertificateLoadError) throw error;
-    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException));
+    throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException, role, origin));
   } finally {
     closeSync(fd);
   }
@@ -174,9 +200,9 @@ function derKind(bytes: Buffer): 'certificate' | 'key' | null {
 }
 
 /** Turns file bytes into PEM text, or explains what the bytes are instead. */
-function decodePemBytes(file: string, bytes: Buffer): string {
+function decodePemBytes(file: string, bytes: Buffer, role: PemFileRole, origin: PemFileOrigin): string {
   if (bytes.length === 0) {
-    throw new CertificateLoadError(file, 'the file is empty (0 bytes); it may still be being written, or the copy failed');
+    throw new CertificateLoadError(file, `the file is empty (0 bytes): it may still be being written, or the copy failed; ${missingFileFix(file, role, origin)}`);
   }
   // Windows editors save "Unicode" as UTF-16 with a byte-order mark; read it as the text it is.
   const text = bytes[0] === 0xff && bytes[1] === 0xfe ? bytes.subarray(2).toString('utf16le')
@@ -194,7 +220,7 @@ function decodePemBytes(file: string, bytes: Buffer): string {
         : `the file is binary DER, not PEM text; convert it with ${convert('x509')} (certificate) or ${convert('pkey')} (key)`);
     }
     if (/^\s*$/.test(text)) {
-      throw new CertificateLoadError(file, 'the file holds only whitespace, no PEM data');
+      throw new CertificateLoadError(file, `the file holds only whitespace, no PEM data; ${missingFileFix(file, role, origin)}`);
     }
     // eslint-disable-next-line no-control-regex
     if (bytes.includes(0) || /[\x00-\x08\x0e-\x1f]/.test(text.slice(0, 512)) || text.includes('\uFFFD')) {
@@ -230,7 +256,7 @@ function checkComplete(file: string, text: string): void {
   }
 }
 
-function parsePrivateKey(file: string, blocks: PemBlock[]): { key: KeyObject; pem: string } {
+function parsePrivateKey(file: string, blocks: PemBlock[], origin: PemFileOrigin): { key: KeyObject; pem: string } {
   if (blocks.some((b) => b.label === 'ENCRYPTED PRIVATE KEY' || (KEY_LABELS.has(b.label) && b.headers.some((h) => /ENCRYPTED/i.test(h))))) {
     throw new CertificateLoadError(file, `the private key is protected by a passphrase; fedtls needs it unencrypted (openssl pkey -in ${file} -out ${file}.plain, then point fedtls at that file, mode 0600)`);
   }
@@ -244,7 +270,7 @@ function parsePrivateKey(file: string, blocks: PemBlock[]): { key: KeyObject; pe
         : 'point private_key_path at the private key';
     throw new CertificateLoadError(file, found
       ? `no private key in this file (found: ${found}); ${hint}`
-      : 'no PEM private key found (empty, truncated, or not PEM text)');
+      : `no PEM private key found (empty, truncated, or not PEM text); ${missingFileFix(file, 'key', origin)}`);
   }
   if (keyBlocks.length > 1) {
     throw new CertificateLoadError(file, `${keyBlocks.length} private keys in one file; keep only the key that belongs to the certificate`);
@@ -256,7 +282,7 @@ function parsePrivateKey(file: string, blocks: PemBlock[]): { key: KeyObject; pe
   }
 }
 
-function parseCertificates(file: string, blocks: PemBlock[]): X509Certificate[] {
+function parseCertificates(file: string, blocks: PemBlock[], origin: PemFileOrigin): X509Certificate[] {
   const certBlocks = blocks.filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE');
   if (certBlocks.length === 0) {
     const found = blocks.map((b) => b.label).join(', ');
@@ -267,7 +293,7 @@ function parseCertificates(file: string, blocks: PemBlock[]): X509Certificate[] 
         : 'certificate_path must point at the certificate (full chain)';
     throw new CertificateLoadError(file, found
       ? `no certificate in this file (found: ${found}); ${hint}`
-      : 'no PEM certificate found (empty, truncated, or not PEM text)');
+      : `no PEM certificate found (empty, truncated, or not PEM text); ${missingFileFix(file, 'certificate', origin)}`);
   }
   return certBlocks.map((block, index) => {
     try {
@@ -330,6 +356,8 @@ function orderChain(leaf: X509Certificate, others: X509Certificate[], warnings: 
 
 export interface LoadOptions {
   now?: Date;
+  /** Who writes the files (shapes the fix in messages). Default 'file': the admin. */
+  origin?: PemFileOrigin;
 }
 
 /** Validates PEM texts as a pair. `certificatePath`/`privateKeyPath` are used in messages only. */
@@ -339,8 +367,9 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   if (keyText !== certText) checkComplete(privateKeyPath, keyText);
   const certBlocks = splitPemBlocks(certText);
   const keyBlocks = splitPemBlocks(keyText);
-  const certificates = parseCertificates(certificatePath, certBlocks);
-  const { key, pem: keyPem } = parsePrivateKey(privateKeyPath, keyBlocks);
+  const origin = options.origin ?? 'file';
+  const certificates = parseCertificates(certificatePath, certBlocks, origin);
+  const { key, pem: keyPem } = parsePrivateKey(privateKeyPath, keyBlocks, origin);
   const warnings: string[] = [];
 
   const leafIndex = certificates.findIndex((cert) => {
@@ -407,8 +436,10 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
 
 /** Reads and validates a pair from disk. Throws CertificateLoadError naming the file at fault. */
 export function loadPairFromFiles(certificatePath: string, privateKeyPath: string, options: LoadOptions = {}): LoadedPair {
-  const cert = readPemFile(certificatePath);
-  const key = privateKeyPath === certificatePath ? cert : readPemFile(privateKeyPath);
+  const origin = options.origin ?? 'file';
+  const combined = privateKeyPath === certificatePath;
+  const cert = readPemFile(certificatePath, combined ? 'combined' : 'certificate', origin);
+  const key = combined ? cert : readPemFile(privateKeyPath, 'key', origin);
   const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, options);
   if ((key.mode & 0o004) !== 0) {
     pair.warnings.push(`the private key ${privateKeyPath} is readable by every user on this machine (mode ${(key.mode & 0o777).toString(8)}); run: chmod 600 ${privateKeyPath}`);

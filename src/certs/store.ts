@@ -69,7 +69,7 @@ export class CertificateStore extends EventEmitter {
     this.sources.set(source.id, source);
     let pair: LoadedPair;
     try {
-      pair = loadPairFromFiles(source.certificatePath, source.privateKeyPath, { now });
+      pair = loadPairFromFiles(source.certificatePath, source.privateKeyPath, { now, origin: source.kind });
     } catch (error) {
       if (!(error instanceof CertificateLoadError)) throw error;
       if (!previous && /file not found/.test(error.reason) && source.kind === 'acme') {
