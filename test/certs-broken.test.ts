@@ -156,6 +156,27 @@ describe('broken certificate input is refused clearly and the previous pair keep
     current = next;
   });
 
+  it('names a private key in the certificate file (with the chmod while others can read it) and a world-readable key, and serves the pair', async () => {
+    const next = issueLeaf(authority, { names: [OTHER] });
+    replaceFile(otherCert, next.fullChainPem + next.keyPem);
+    replaceFile(otherKey, next.keyPem);
+    execFileSync('chmod', ['644', otherCert, otherKey]);
+    const warningsOf = async (): Promise<{ event: unknown; warnings: string[] }> => {
+      const mark = running.daemon.logs.length;
+      const outcome = (await running.reload()).find((l) => l.certificate === otherCert)!;
+      return { event: outcome.event, warnings: running.since(mark).filter((l) => l.event === 'certificate_warning' && l.certificate === otherCert).map((l) => String(l.msg)) };
+    };
+    const exposed = await warningsOf();
+    expect(exposed.event).toBe('certificate_replaced');
+    expect(await served(OTHER)).toBe(serialOf(next.serial));
+    const inCert = exposed.warnings.find((w) => /certificate file also holds a private key/.test(w));
+    expect(inCert).toMatch(new RegExp(`readable by every user on this machine \\(mode 644\\): run chmod 600 ${otherCert} now`));
+    expect(inCert).toContain(`it belongs only in ${otherKey}`);
+    expect(inCert).toMatch(/sed -i '.*PRIVATE KEY.*'/);
+    expect(exposed.warnings.find((w) => /readable by every user/.test(w) && w.includes(`chmod 600 ${otherKey}`))).toBeDefined();
+    otherCurrent = next;
+  });
+
   it('warns when the certificate does not hold the names configured for it, and when the key is world-readable', async () => {
     const wrong = issueLeaf(authority, { names: ['elsewhere.fedtls.test'] });
     replaceFile(otherCert, wrong.fullChainPem);

@@ -358,6 +358,17 @@ export interface LoadOptions {
   now?: Date;
   /** Who writes the files (shapes the fix in messages). Default 'file': the admin. */
   origin?: PemFileOrigin;
+  /** The certificate file's mode, to tell whether a private key in it is exposed. */
+  certificateFileMode?: number;
+}
+
+/** A private key inside the certificate file: named, with what to do (more urgent when others can read it). */
+function keyInCertificateFileWarning(certificatePath: string, privateKeyPath: string, mode: number | undefined): string {
+  const readable = mode === undefined ? null : (mode & 0o004) !== 0 ? 'every user on this machine' : (mode & 0o040) !== 0 ? 'its group' : null;
+  const strip = `sed -i '/-----BEGIN [A-Z ]*PRIVATE KEY-----/,/-----END [A-Z ]*PRIVATE KEY-----/d' ${certificatePath}`;
+  return readable
+    ? `the certificate file also holds a private key, and it is readable by ${readable} (mode ${(mode! & 0o777).toString(8)}): run chmod 600 ${certificatePath} now (chmod 640 with group fedtls if fedtls runs as another user), then remove the key from it (it belongs only in ${privateKeyPath}): ${strip}. Others may have read the key: consider getting a new certificate with a new key`
+    : `the certificate file also holds a private key; a certificate file is meant to be public (it is sent to every peer and often left readable). Keep the key only in ${privateKeyPath} and remove it from this file: ${strip}`;
 }
 
 /** Validates PEM texts as a pair. `certificatePath`/`privateKeyPath` are used in messages only. */
@@ -371,6 +382,9 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   const certificates = parseCertificates(certificatePath, certBlocks, origin);
   const { key, pem: keyPem } = parsePrivateKey(privateKeyPath, keyBlocks, origin);
   const warnings: string[] = [];
+  if (certificatePath !== privateKeyPath && certBlocks.some((b) => KEY_LABELS.has(b.label) || b.label === 'ENCRYPTED PRIVATE KEY')) {
+    warnings.push(keyInCertificateFileWarning(certificatePath, privateKeyPath, options.certificateFileMode));
+  }
 
   const leafIndex = certificates.findIndex((cert) => {
     try { return cert.checkPrivateKey(key); } catch { return false; }
@@ -440,7 +454,7 @@ export function loadPairFromFiles(certificatePath: string, privateKeyPath: strin
   const combined = privateKeyPath === certificatePath;
   const cert = readPemFile(certificatePath, combined ? 'combined' : 'certificate', origin);
   const key = combined ? cert : readPemFile(privateKeyPath, 'key', origin);
-  const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, options);
+  const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, { ...options, certificateFileMode: cert.mode });
   if ((key.mode & 0o004) !== 0) {
     pair.warnings.push(`the private key ${privateKeyPath} is readable by every user on this machine (mode ${(key.mode & 0o777).toString(8)}); run: chmod 600 ${privateKeyPath}`);
   }
