@@ -1,8 +1,9 @@
 // Reading and validating a certificate/key pair as admins and CAs save them. Owns: PEM
 // tolerance (CRLF, BOM, missing final newline, key and chain in one file), key types (RSA
-// and EC in PKCS#1, SEC1 and PKCS#8), key-to-leaf matching, chain ordering and signatures,
-// validity dates. Promises: a LoadedPair is complete, leaf-first and matching; anything else
-// is a CertificateLoadError that names the file and what to do.
+// and EC in PKCS#1, SEC1 and PKCS#8; Ed25519/Ed448 with a warning), key-to-leaf matching,
+// chain ordering and signatures, validity dates. Promises: a LoadedPair is complete,
+// leaf-first and matching; anything else is a CertificateLoadError that names the file and
+// what to do.
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
@@ -362,6 +363,15 @@ export interface LoadOptions {
   certificateFileMode?: number;
 }
 
+const KEY_TYPES_PEERS_EXPECT = new Set(['rsa', 'ec']);
+
+function describeKeyType(key: KeyObject): string {
+  const type = key.asymmetricKeyType ?? 'unknown';
+  if (type === 'ec') return `ec-${key.asymmetricKeyDetails?.namedCurve ?? 'unknown'}`;
+  if (type === 'rsa' || type === 'rsa-pss') return `${type}-${key.asymmetricKeyDetails?.modulusLength ?? ''}`;
+  return type;
+}
+
 /** A private key inside the certificate file: named, with what to do (more urgent when others can read it). */
 function keyInCertificateFileWarning(certificatePath: string, privateKeyPath: string, mode: number | undefined): string {
   const readable = mode === undefined ? null : (mode & 0o004) !== 0 ? 'every user on this machine' : (mode & 0o040) !== 0 ? 'its group' : null;
@@ -434,6 +444,12 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   if (leaf.selfSigned) {
     warnings.push('the certificate is self-signed; other Matrix servers will refuse it for federation');
   }
+  const keyType = describeKeyType(key);
+  if (key.asymmetricKeyType === 'ed25519' || key.asymmetricKeyType === 'ed448') {
+    warnings.push(`the key is ${key.asymmetricKeyType === 'ed25519' ? 'Ed25519' : 'Ed448'}: public CAs do not issue such certificates and many TLS clients cannot verify them, so federating servers may refuse the handshake. Use an EC (P-256) or RSA certificate`);
+  } else if (!KEY_TYPES_PEERS_EXPECT.has(key.asymmetricKeyType ?? '')) {
+    warnings.push(`the key type is ${keyType}: federating servers expect RSA or EC (P-256, P-384) certificates and may refuse the handshake. Use an EC (P-256) or RSA certificate`);
+  }
 
   const chainPem = chainCerts.map((cert) => cert.toString()).join('');
   let context: SecureContext;
@@ -442,9 +458,6 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   } catch (error) {
     throw new CertificateLoadError(certificatePath, `OpenSSL refused the pair: ${(error as Error).message}`);
   }
-  const keyType = key.asymmetricKeyType === 'ec'
-    ? `ec-${key.asymmetricKeyDetails?.namedCurve ?? 'unknown'}`
-    : `${key.asymmetricKeyType}-${key.asymmetricKeyDetails?.modulusLength ?? ''}`;
   return { certificatePath, privateKeyPath, chainPem, keyPem, leaf, chain, keyType, warnings, context };
 }
 
