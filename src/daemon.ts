@@ -61,10 +61,13 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
         const old = outcome.previous.leaf;
         log.info({ ...fields, previous_serial: old.serial, previous_not_after: old.notAfter.toISOString() },
           `certificate replaced for ${leaf.names.join(', ')}: serial ${old.serial} (expires ${old.notAfter.toISOString()}) → ${leaf.serial} (expires ${leaf.notAfter.toISOString()})`);
+      } else if (outcome.status === 'unchanged') {
+        const verb = outcome.filesChanged ? 'kept: same certificate, files rewritten; serving' : 'kept (files unchanged); serving';
+        log.info({ ...fields, files_changed: outcome.filesChanged }, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
       } else {
-        const verb = outcome.status === 'added' ? 'serving' : 'kept (files unchanged); serving';
-        log.info(fields, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
+        log.info(fields, `certificate serving ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
       }
+      // Warnings are those of this read of the files, every time: fixed ones stop, new ones show.
       for (const warning of outcome.pair.warnings) {
         log.warn({ event: 'certificate_warning', source: outcome.source.id, ...files }, `${outcome.source.certificatePath}: ${warning}`);
       }

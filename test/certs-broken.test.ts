@@ -156,7 +156,7 @@ describe('broken certificate input is refused clearly and the previous pair keep
     current = next;
   });
 
-  it('names a private key in the certificate file (with the chmod while others can read it) and a world-readable key, and serves the pair', async () => {
+  it('names a private key in the certificate file (with the chmod while others can read it) and a world-readable key, serves the pair, and drops each warning once fixed', async () => {
     const next = issueLeaf(authority, { names: [OTHER] });
     replaceFile(otherCert, next.fullChainPem + next.keyPem);
     replaceFile(otherKey, next.keyPem);
@@ -174,6 +174,16 @@ describe('broken certificate input is refused clearly and the previous pair keep
     expect(inCert).toContain(`it belongs only in ${otherKey}`);
     expect(inCert).toMatch(/sed -i '.*PRIVATE KEY.*'/);
     expect(exposed.warnings.find((w) => /readable by every user/.test(w) && w.includes(`chmod 600 ${otherKey}`))).toBeDefined();
+    // Only the owner can read it now: still named (a certificate file is meant to be public), without the chmod.
+    execFileSync('chmod', ['600', otherCert, otherKey]);
+    const ownerOnly = await warningsOf();
+    expect(ownerOnly.event).toBe('certificate_kept');
+    expect(ownerOnly.warnings).toEqual([expect.stringMatching(/certificate file also holds a private key; a certificate file is meant to be public.*remove it from this file/)]);
+    // The key taken out of the certificate file: no warning left.
+    replaceFile(otherCert, next.fullChainPem);
+    const clean = await warningsOf();
+    expect(clean.event).toBe('certificate_kept');
+    expect(clean.warnings).toEqual([]);
     otherCurrent = next;
   });
 

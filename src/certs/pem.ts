@@ -1,11 +1,11 @@
 // Reading and validating a certificate/key pair as admins and CAs save them. Owns: PEM
 // tolerance (CRLF, BOM, missing final newline, key and chain in one file), key types (RSA
 // and EC in PKCS#1, SEC1 and PKCS#8; Ed25519/Ed448 with a warning), key-to-leaf matching,
-// chain ordering and signatures, validity dates. Promises: a LoadedPair is complete,
-// leaf-first and matching; anything else is a CertificateLoadError that names the file and
-// what to do.
+// chain ordering and signatures, validity dates, and what a single read of the files says
+// (warnings, a digest of the bytes). Promises: a LoadedPair is complete, leaf-first and
+// matching; anything else is a CertificateLoadError that names the file and what to do.
 
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import tls, { type SecureContext } from 'node:tls';
 
@@ -30,8 +30,10 @@ export interface LoadedPair {
   leaf: CertificateInfo;
   chain: CertificateInfo[];
   keyType: string;
-  /** Things an admin should fix that do not stop the pair from being served. */
+  /** Things an admin should fix that do not stop the pair from being served (from this read of the files). */
   warnings: string[];
+  /** SHA-256 over the bytes of the certificate and key files as read; null when loaded from text. */
+  filesDigest: string | null;
   context: SecureContext;
 }
 
@@ -137,6 +139,8 @@ function describeReadError(file: string, error: NodeJS.ErrnoException, role: Pem
 export interface PemFile {
   text: string;
   mode: number;
+  /** SHA-256 of the bytes as read (hex). */
+  digest: string;
 }
 
 /**
@@ -159,7 +163,7 @@ export function readPemFile(file: string, role: PemFileRole = 'certificate', ori
       throw new CertificateLoadError(file, `is ${stat.size} bytes, far too large for a certificate or key (at most ${MAX_PEM_FILE_BYTES}); is this the right file?`);
     }
     const buffer = readFileSync(fd);
-    return { text: decodePemBytes(file, buffer, role, origin), mode: stat.mode };
+    return { text: decodePemBytes(file, buffer, role, origin), mode: stat.mode, digest: createHash('sha256').update(buffer).digest('hex') };
   } catch (error) {
     if (error instanceof CertificateLoadError) throw error;
     throw new CertificateLoadError(file, describeReadError(file, error as NodeJS.ErrnoException, role, origin));
@@ -361,6 +365,8 @@ export interface LoadOptions {
   origin?: PemFileOrigin;
   /** The certificate file's mode, to tell whether a private key in it is exposed. */
   certificateFileMode?: number;
+  /** SHA-256 over the files' bytes, kept on the pair so a reload can tell "files rewritten" from "files unchanged". */
+  filesDigest?: string;
 }
 
 const KEY_TYPES_PEERS_EXPECT = new Set(['rsa', 'ec']);
@@ -458,7 +464,7 @@ export function loadPairFromText(certText: string, keyText: string, certificateP
   } catch (error) {
     throw new CertificateLoadError(certificatePath, `OpenSSL refused the pair: ${(error as Error).message}`);
   }
-  return { certificatePath, privateKeyPath, chainPem, keyPem, leaf, chain, keyType, warnings, context };
+  return { certificatePath, privateKeyPath, chainPem, keyPem, leaf, chain, keyType, warnings, filesDigest: options.filesDigest ?? null, context };
 }
 
 /** Reads and validates a pair from disk. Throws CertificateLoadError naming the file at fault. */
@@ -467,7 +473,8 @@ export function loadPairFromFiles(certificatePath: string, privateKeyPath: strin
   const combined = privateKeyPath === certificatePath;
   const cert = readPemFile(certificatePath, combined ? 'combined' : 'certificate', origin);
   const key = combined ? cert : readPemFile(privateKeyPath, 'key', origin);
-  const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, { ...options, certificateFileMode: cert.mode });
+  const filesDigest = createHash('sha256').update(`${cert.digest}\n${combined ? '' : key.digest}`).digest('hex');
+  const pair = loadPairFromText(cert.text, key.text, certificatePath, privateKeyPath, { ...options, certificateFileMode: cert.mode, filesDigest });
   if ((key.mode & 0o004) !== 0) {
     pair.warnings.push(`the private key ${privateKeyPath} is readable by every user on this machine (mode ${(key.mode & 0o777).toString(8)}); run: chmod 600 ${privateKeyPath}`);
   }

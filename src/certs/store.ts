@@ -2,7 +2,8 @@
 // pair serves which name, the default pair (no SNI / unknown name), and swapping pairs as a
 // whole. Promises: a pair is only swapped in after it loaded and validated completely; a
 // source that fails to load keeps serving its previous pair; one broken source never stops
-// the others. Emits 'change' after any swap so listeners can refresh their no-SNI default.
+// the others; what is reported about a source (warnings, refusal) is what its latest read of
+// the files said. Emits 'change' after any swap so listeners can refresh their no-SNI default.
 
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
@@ -21,7 +22,8 @@ export interface CertificateSource {
 export type ReloadOutcome =
   | { status: 'added'; source: CertificateSource; pair: LoadedPair; uncoveredNames: string[] }
   | { status: 'replaced'; source: CertificateSource; pair: LoadedPair; previous: LoadedPair; uncoveredNames: string[] }
-  | { status: 'unchanged'; source: CertificateSource; pair: LoadedPair; uncoveredNames: string[] }
+  /** The same certificate is still served; `filesChanged`: the files were rewritten (reordered, re-encoded) around it. */
+  | { status: 'unchanged'; source: CertificateSource; pair: LoadedPair; uncoveredNames: string[]; filesChanged: boolean }
   | { status: 'refused'; source: CertificateSource; error: CertificateLoadError; kept: LoadedPair | null }
   | { status: 'missing'; source: CertificateSource };
 
@@ -78,11 +80,18 @@ export class CertificateStore extends EventEmitter {
       this.refusals.set(source.id, { file: error.file, reason: error.reason, at: now });
       return { status: 'refused', source, error, kept: previous?.pair ?? null };
     }
-    this.refusals.delete(source.id);
-    if (previous && previous.pair.leaf.fingerprint256 === pair.leaf.fingerprint256 && previous.pair.chainPem === pair.chainPem) {
-      return { status: 'unchanged', source, pair: previous.pair, uncoveredNames: previous.uncoveredNames };
-    }
     const uncovered = uncoveredNames(source, pair);
+    if (previous && previous.pair.leaf.fingerprint256 === pair.leaf.fingerprint256 && previous.pair.chainPem === pair.chainPem) {
+      // The same certificate: keep serving the context peers already get, but report what this
+      // read of the files says (warnings come and go with how the files are written).
+      // After a refused read the files necessarily changed since, even if back to the served bytes.
+      const filesChanged = this.refusals.delete(source.id) || previous.pair.filesDigest === null || previous.pair.filesDigest !== pair.filesDigest;
+      const refreshed: LoadedPair = { ...pair, context: previous.pair.context };
+      this.entries.set(source.id, { source, pair: refreshed, uncoveredNames: uncovered });
+      this.rebuildIndex();
+      return { status: 'unchanged', source, pair: refreshed, uncoveredNames: uncovered, filesChanged };
+    }
+    this.refusals.delete(source.id);
     this.entries.set(source.id, { source, pair, uncoveredNames: uncovered });
     this.rebuildIndex();
     this.emit('change');
