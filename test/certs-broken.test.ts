@@ -186,19 +186,4 @@ describe('broken certificate input is refused clearly and the previous pair keep
     expect(clean.warnings).toEqual([]);
     otherCurrent = next;
   });
-
-  it('warns when the certificate does not hold the names configured for it, and when the key is world-readable', async () => {
-    const wrong = issueLeaf(authority, { names: ['elsewhere.fedtls.test'] });
-    replaceFile(otherCert, wrong.fullChainPem);
-    writeFileSync(otherKey, wrong.keyPem, { mode: 0o644 });
-    execFileSync('chmod', ['644', otherKey]);
-    const mark = running.daemon.logs.length;
-    const outcomes = await running.reload();
-    expect(outcomes.find((l) => l.certificate === otherCert)!.event).toBe('certificate_replaced');
-    const uncovered = running.since(mark).find((l) => l.event === 'certificate_names_uncovered');
-    expect(uncovered?.uncovered).toEqual([OTHER]);
-    expect(String(uncovered?.msg)).toMatch(/configured for other\.fedtls\.test but the certificate only holds elsewhere\.fedtls\.test/);
-    const modeWarning = running.since(mark).find((l) => l.event === 'certificate_warning' && /readable by every user/.test(String(l.msg)));
-    expect(String(modeWarning?.msg)).toContain(`chmod 600 ${otherKey}`);
-  });
 });

@@ -1,5 +1,6 @@
 // Certificate fixtures made with the openssl command, as admins and CAs make them: a root,
-// an intermediate, and leaves with RSA, P-256 or Ed25519 keys in the usual key formats.
+// an intermediate, and leaves with RSA, P-256 or Ed25519 keys in the usual key formats; and
+// self-signed certificates, as people make them for tests.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -81,4 +82,14 @@ export function issueLeaf(authority: Authority, options: LeafOptions): Leaf {
   const certPem = readFileSync(path.join(dir, `${id}.pem`), 'utf8');
   const serial = execFileSync('openssl', ['x509', '-in', `${id}.pem`, '-noout', '-serial'], { cwd: dir }).toString().trim().split('=')[1]!.toLowerCase();
   return { certPem, keyPem, fullChainPem: certPem + authority.intermediateCert, serial };
+}
+
+/** A self-signed certificate for `names` (as `openssl req -x509` makes one), with its key. */
+export function selfSignedLeaf(names: string[], days = 90): { certPem: string; keyPem: string; serial: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fedtls-self-'));
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'self.key', '-out', 'self.pem', '-days', String(days), '-subj', `/CN=${names[0]}`,
+    '-addext', `subjectAltName=${names.map((n) => `${isIP(n) ? 'IP' : 'DNS'}:${n}`).join(',')}`], dir);
+  const certPem = readFileSync(path.join(dir, 'self.pem'), 'utf8');
+  const serial = execFileSync('openssl', ['x509', '-in', 'self.pem', '-noout', '-serial'], { cwd: dir }).toString().trim().split('=')[1]!.toLowerCase();
+  return { certPem, keyPem: readFileSync(path.join(dir, 'self.key'), 'utf8'), serial };
 }
