@@ -3,7 +3,7 @@
 // configured name, or it is self-signed where the served one is CA-issued — and the old pair
 // keeps serving (real handshakes, same serial). It is swapped in with a warning when it
 // expires well before the served one, or drops a name nobody configured. On first load the
-// same pairs load with warnings.
+// same pairs load with warnings. `fedtls certificates` exits 1 while a refusal stands.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
@@ -11,12 +11,15 @@ import path from 'node:path';
 import { createAuthority, issueLeaf, selfSignedLeaf, type Authority, type Leaf } from './helpers/certs.js';
 import { replaceFile, serialOf, startCertDaemon, type CertDaemon } from './helpers/cert-daemon.js';
 import type { LogLine } from './helpers/daemon.js';
+import { runCli } from './helpers/daemon.js';
 import { handshake } from './helpers/tls-client.js';
 
 const NAME = 'replace.fedtls.test';
 const MATRIX = 'matrix.replace.fedtls.test'; // the host well_known.server delegates to
 const EXTRA = 'extra.replace.fedtls.test'; // in the main certificate, configured nowhere
 const DELEGATED = 'delegated.replace.fedtls.test'; // configured (names) for the second pair
+
+interface ReportRow { name: string; status: string; serial: string | null; warnings: string[]; problem: { file: string; reason: string } | null }
 
 describe('replacing a served pair on SIGHUP', () => {
   let authority: Authority;
@@ -43,6 +46,11 @@ describe('replacing a served pair on SIGHUP', () => {
       delegated: outcomes.find((l) => l.certificate === delegatedCert)!,
       warnings: running.since(mark).filter((l) => l.level === 40).map((l) => String(l.msg)),
     };
+  };
+  const certificates = async (json: boolean): Promise<{ code: number | null; out: string }> => {
+    const cli = runCli(['certificates', '--config', running.configFile, ...(json ? ['--json'] : [])]);
+    const code = await cli.exited;
+    return { code, out: cli.stdout() };
   };
 
   beforeAll(async () => {
@@ -118,6 +126,31 @@ describe('replacing a served pair on SIGHUP', () => {
     expect(await served()).toBe(serialOf(main.serial));
     install(mainCert, mainKey, main);
     expect((await reload()).main.event).toBe('certificate_kept');
+  });
+
+  it('fedtls certificates exits 1 while the daemon keeps serving the old pair of a refused source, table and --json alike, and 0 once it loads', async () => {
+    expect((await certificates(false)).code).toBe(0);
+    const next = issueLeaf(authority, { names: [NAME, MATRIX, EXTRA] });
+    replaceFile(mainCert, next.fullChainPem); // the new certificate, the old key: refused
+    expect((await reload()).main.event).toBe('certificate_refused');
+    const table = await certificates(false);
+    expect(table.code).toBe(1);
+    expect(table.out).toMatch(new RegExp(`^${NAME.replace(/\./g, '\\.')}\\s+file\\s+serving\\s+0*${serialOf(main.serial)}\\s`, 'm'));
+    expect(table.out).toMatch(new RegExp(`^problem \\(file:0:.*does not belong.*\\[still serving serial 0*${serialOf(main.serial)}\\]$`, 'm'));
+    const json = await certificates(true);
+    expect(json.code).toBe(1);
+    const rows = (JSON.parse(json.out) as { certificates: ReportRow[] }).certificates;
+    const row = rows.find((r) => r.name === NAME)!;
+    expect(row.status).toBe('serving');
+    expect(serialOf(row.serial!)).toBe(serialOf(main.serial));
+    expect(row.problem?.reason).toMatch(/does not belong/);
+
+    install(mainCert, mainKey, main);
+    expect((await reload()).main.event).toBe('certificate_kept');
+    expect((await certificates(false)).code).toBe(0);
+    const after = await certificates(true);
+    expect(after.code).toBe(0);
+    expect((JSON.parse(after.out) as { certificates: ReportRow[] }).certificates.every((r) => r.problem === null)).toBe(true);
   });
 
   it('refuses a replacement that loses a name configured for the pair (names:), and keeps serving it', async () => {
