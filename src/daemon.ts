@@ -10,6 +10,7 @@ import type { Logger } from './ops/log.js';
 import { CertificateStore, type CertificateSource, type ReloadOutcome } from './certs/store.js';
 import { ExpiryWatch } from './certs/expiry-watch.js';
 import { nameMatches } from './certs/pem.js';
+import { ReplacementRefusedError, type PeerName } from './certs/replacement.js';
 import { ChallengeTable } from './acme/challenges.js';
 import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
 import { unwritableDirectory } from './certs/files.js';
@@ -47,6 +48,15 @@ export function certificateSources(config: Config): CertificateSource[] {
   return sources;
 }
 
+/** The names peers are told to connect to, which a reload must never take away (certs/replacement.ts). */
+export function peerNames(config: Config): PeerName[] {
+  const names: PeerName[] = [];
+  if (config.serverHost) names.push({ name: config.serverHost, why: 'server_name' });
+  const delegated = config.wellKnown.server?.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (delegated && delegated !== config.serverHost) names.push({ name: delegated, why: 'the host /.well-known/matrix/server delegates to' });
+  return names;
+}
+
 /** One log line per source per load: kept / replaced (old and new serial, expiry) / refused (why, which file). */
 export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: string): void {
   const files = { certificate: outcome.source.certificatePath, private_key_file: outcome.source.privateKeyPath };
@@ -61,11 +71,15 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
         const old = outcome.previous.leaf;
         log.info({ ...fields, previous_serial: old.serial, previous_not_after: old.notAfter.toISOString() },
           `certificate replaced for ${leaf.names.join(', ')}: serial ${old.serial} (expires ${old.notAfter.toISOString()}) → ${leaf.serial} (expires ${leaf.notAfter.toISOString()})`);
+      } else if (outcome.status === 'unchanged') {
+        const verb = outcome.filesChanged ? 'kept: same certificate, files rewritten; serving' : 'kept (files unchanged); serving';
+        log.info({ ...fields, files_changed: outcome.filesChanged }, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
       } else {
-        const verb = outcome.status === 'added' ? 'serving' : 'kept (files unchanged); serving';
-        log.info(fields, `certificate ${verb} ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
+        log.info(fields, `certificate serving ${leaf.names.join(', ')} (serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})`);
       }
-      for (const warning of outcome.pair.warnings) {
+      // Warnings are those of this read of the files, every time: fixed ones stop, new ones show.
+      const warnings = [...outcome.pair.warnings, ...(outcome.status === 'replaced' ? outcome.replacementWarnings : [])];
+      for (const warning of warnings) {
         log.warn({ event: 'certificate_warning', source: outcome.source.id, ...files }, `${outcome.source.certificatePath}: ${warning}`);
       }
       if (outcome.uncoveredNames.length > 0) {
@@ -76,7 +90,8 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
     }
     case 'refused': {
       const kept = outcome.kept ? `; still serving the previous certificate (serial ${outcome.kept.leaf.serial})` : '; no certificate from this source is served';
-      log.error({ event: 'certificate_refused', trigger, source: outcome.source.id, reason: outcome.error.reason, file: outcome.error.file, kept_serial: outcome.kept?.leaf.serial ?? null, ...files },
+      const namesLost = outcome.error instanceof ReplacementRefusedError ? { names_lost: outcome.error.namesLost } : {};
+      log.error({ event: 'certificate_refused', trigger, source: outcome.source.id, reason: outcome.error.reason, file: outcome.error.file, kept_serial: outcome.kept?.leaf.serial ?? null, ...namesLost, ...files },
         `refused to load ${outcome.error.file}: ${outcome.error.reason}${kept}`);
       return;
     }
@@ -119,7 +134,7 @@ export class Daemon {
     readonly log: Logger,
     readonly role: DaemonRole = config.workers > 1 ? 'primary' : 'single',
   ) {
-    this.store = new CertificateStore(config.tls.defaultName);
+    this.store = new CertificateStore(config.tls.defaultName, { peerNames: peerNames(config) });
     this.expiryWatch = new ExpiryWatch({ store: this.store, log });
     this.pool = role === 'primary'
       ? new WorkerPool({ config, log, onListening: (listener, address) => this.logListening(listener, address) })

@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority, type Leaf } from './helpers/certs.js';
@@ -19,6 +19,13 @@ function opensslOut(args: string[], input: string): Buffer {
   return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
+/** The certificate with one byte of its signature flipped: it still parses, and its key still matches. */
+function flipSignatureByte(certPem: string): string {
+  const der = Buffer.from(new X509Certificate(certPem).raw);
+  der[der.length - 1]! ^= 0x01;
+  return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
+}
+
 /** Puts `target` at `file` whatever kind of thing is there now (file, directory, symlink, FIFO). */
 function clear(file: string): void {
   rmSync(file, { recursive: true, force: true });
@@ -27,6 +34,7 @@ function clear(file: string): void {
 describe('broken certificate input is refused clearly and the previous pair keeps serving', () => {
   let authority: Authority;
   let foreign: Authority;
+  let rekeyed: Authority;
   let running: CertDaemon;
   let certFile: string;
   let keyFile: string;
@@ -40,6 +48,7 @@ describe('broken certificate input is refused clearly and the previous pair keep
   beforeAll(async () => {
     authority = createAuthority();
     foreign = createAuthority('Foreign');
+    rekeyed = createAuthority(); // the same names as `authority`, other keys: a CA that re-keyed its intermediate
     current = issueLeaf(authority, { names: [NAME] });
     otherCurrent = issueLeaf(authority, { names: [OTHER] });
     running = await startCertDaemon({
@@ -72,8 +81,9 @@ describe('broken certificate input is refused clearly and the previous pair keep
   }
 
   const cases: BrokenCase[] = [
-    { kind: 'empty certificate file', write: () => replaceFile(certFile, ''), file: () => certFile, reason: /empty \(0 bytes\)/ },
-    { kind: 'whitespace-only key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, '\n\n  \n'); }, file: () => keyFile, reason: /only whitespace/ },
+    { kind: 'empty certificate file', write: () => replaceFile(certFile, ''), file: () => certFile, reason: /empty \(0 bytes\).*put the certificate chain \(PEM; certbot's \/etc\/letsencrypt\/live\/<name>\/fullchain\.pem.* at \S+fullchain\.pem, or point certificate_path at where it is, then reload/ },
+    { kind: 'empty key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, ''); }, file: () => keyFile, reason: /empty \(0 bytes\).*put the private key \(PEM; certbot's \/etc\/letsencrypt\/live\/<name>\/privkey\.pem.* at \S+privkey\.pem, or point private_key_path at where it is, then reload/ },
+    { kind: 'whitespace-only key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, '\n\n  \n'); }, file: () => keyFile, reason: /only whitespace.*put the private key .*privkey\.pem/ },
     { kind: 'binary junk', write: () => replaceFile(certFile, randomBytes(1500)), file: () => certFile, reason: /binary data, not PEM/ },
     { kind: 'DER certificate instead of PEM', write: (n) => { replaceFile(certFile, opensslOut(['x509', '-outform', 'der'], n.certPem)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /certificate in binary DER form, not PEM.*openssl x509 -inform der/ },
     { kind: 'DER key instead of PEM', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, opensslOut(['pkey', '-outform', 'der'], n.keyPem)); }, file: () => keyFile, reason: /private key in binary DER form.*openssl pkey -inform der/ },
@@ -88,12 +98,15 @@ describe('broken certificate input is refused clearly and the previous pair keep
     { kind: 'two keys in the key file', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, n.keyPem + current.keyPem); }, file: () => keyFile, reason: /2 private keys in one file/ },
     { kind: 'key that does not belong', write: (n) => { replaceFile(certFile, n.fullChainPem); replaceFile(keyFile, current.keyPem); }, file: () => certFile, reason: /does not belong/ },
     { kind: 'chain from another CA', write: (n) => { replaceFile(certFile, n.certPem + foreign.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no other certificate in the file issued the leaf.*Foreign Intermediate CA/ },
+    { kind: 'leaf whose signature is damaged (one byte flipped)', write: (n) => { replaceFile(certFile, flipSignatureByte(n.certPem) + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /^(?!.*another certificate or CA)the leaf's signature does not verify against "CN=Test Intermediate CA" in the file.*damaged.*re-keyed.*then reload$/ },
+    { kind: 'intermediate with the right name but another key (re-keyed CA)', write: (n) => { replaceFile(certFile, n.certPem + rekeyed.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /^(?!.*another certificate or CA)the file holds a certificate named "CN=Test Intermediate CA", the leaf's issuer, but not the one that issued the leaf: its key identifier differs.*full chain that came with this certificate/ },
     { kind: 'truncated in the middle of the base64', write: (n) => { replaceFile(certFile, n.fullChainPem.slice(0, 300)); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /truncated/ },
     { kind: 'damaged base64 between intact BEGIN/END lines', write: (n) => { replaceFile(certFile, n.certPem.replace(/\n[A-Za-z0-9+/]{64}\n/, '\n' + 'A'.repeat(64) + '\n')); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /cannot be parsed|does not belong/ },
     { kind: 'two files pasted together without the END line', write: (n) => { replaceFile(certFile, n.certPem.replace(/-----END CERTIFICATE-----\n$/, '') + authority.intermediateCert); replaceFile(keyFile, n.keyPem); }, file: () => certFile, reason: /no END line before the next BEGIN/ },
     { kind: 'expired certificate', write: () => { const old = issueLeaf(authority, { names: [NAME], startOffsetDays: -100, days: 10 }); replaceFile(certFile, old.fullChainPem); replaceFile(keyFile, old.keyPem); }, file: () => certFile, reason: /expired on \d{4}-\d\d-\d\dT.*valid from \d{4}-/ },
     { kind: 'not yet valid certificate', write: () => { const early = issueLeaf(authority, { names: [NAME], startOffsetDays: 3, days: 90 }); replaceFile(certFile, early.fullChainPem); replaceFile(keyFile, early.keyPem); }, file: () => certFile, reason: /not valid yet: valid from \d{4}-\d\d-\d\dT.* to \d{4}-/ },
-    { kind: 'missing file', write: () => clear(certFile), file: () => certFile, reason: /file not found/ },
+    { kind: 'missing file', write: () => clear(certFile), file: () => certFile, reason: /file not found: nothing at this path; put the certificate chain .*fullchain\.pem/ },
+    { kind: 'missing key file', write: (n) => { replaceFile(certFile, n.fullChainPem); clear(keyFile); }, file: () => keyFile, reason: /file not found: nothing at this path; put the private key .*privkey\.pem.*point private_key_path at where it is/ },
     { kind: 'directory instead of a file', write: () => { clear(certFile); mkdirSync(certFile); }, file: () => certFile, reason: /is a directory/ },
     { kind: 'dangling symlink', write: () => { clear(certFile); symlinkSync(path.join(path.dirname(certFile), 'archive', 'gone.pem'), certFile); }, file: () => certFile, reason: /symlink to .*gone\.pem, which does not exist/ },
     { kind: 'FIFO instead of a file (must not hang the daemon)', write: () => { clear(certFile); execFileSync('mkfifo', [certFile]); }, file: () => certFile, reason: /not a regular file/ },
@@ -143,18 +156,34 @@ describe('broken certificate input is refused clearly and the previous pair keep
     current = next;
   });
 
-  it('warns when the certificate does not hold the names configured for it, and when the key is world-readable', async () => {
-    const wrong = issueLeaf(authority, { names: ['elsewhere.fedtls.test'] });
-    replaceFile(otherCert, wrong.fullChainPem);
-    writeFileSync(otherKey, wrong.keyPem, { mode: 0o644 });
-    execFileSync('chmod', ['644', otherKey]);
-    const mark = running.daemon.logs.length;
-    const outcomes = await running.reload();
-    expect(outcomes.find((l) => l.certificate === otherCert)!.event).toBe('certificate_replaced');
-    const uncovered = running.since(mark).find((l) => l.event === 'certificate_names_uncovered');
-    expect(uncovered?.uncovered).toEqual([OTHER]);
-    expect(String(uncovered?.msg)).toMatch(/configured for other\.fedtls\.test but the certificate only holds elsewhere\.fedtls\.test/);
-    const modeWarning = running.since(mark).find((l) => l.event === 'certificate_warning' && /readable by every user/.test(String(l.msg)));
-    expect(String(modeWarning?.msg)).toContain(`chmod 600 ${otherKey}`);
+  it('names a private key in the certificate file (with the chmod while others can read it) and a world-readable key, serves the pair, and drops each warning once fixed', async () => {
+    const next = issueLeaf(authority, { names: [OTHER] });
+    replaceFile(otherCert, next.fullChainPem + next.keyPem);
+    replaceFile(otherKey, next.keyPem);
+    execFileSync('chmod', ['644', otherCert, otherKey]);
+    const warningsOf = async (): Promise<{ event: unknown; warnings: string[] }> => {
+      const mark = running.daemon.logs.length;
+      const outcome = (await running.reload()).find((l) => l.certificate === otherCert)!;
+      return { event: outcome.event, warnings: running.since(mark).filter((l) => l.event === 'certificate_warning' && l.certificate === otherCert).map((l) => String(l.msg)) };
+    };
+    const exposed = await warningsOf();
+    expect(exposed.event).toBe('certificate_replaced');
+    expect(await served(OTHER)).toBe(serialOf(next.serial));
+    const inCert = exposed.warnings.find((w) => /certificate file also holds a private key/.test(w));
+    expect(inCert).toMatch(new RegExp(`readable by every user on this machine \\(mode 644\\): run chmod 600 ${otherCert} now`));
+    expect(inCert).toContain(`it belongs only in ${otherKey}`);
+    expect(inCert).toMatch(/sed -i '.*PRIVATE KEY.*'/);
+    expect(exposed.warnings.find((w) => /readable by every user/.test(w) && w.includes(`chmod 600 ${otherKey}`))).toBeDefined();
+    // Only the owner can read it now: still named (a certificate file is meant to be public), without the chmod.
+    execFileSync('chmod', ['600', otherCert, otherKey]);
+    const ownerOnly = await warningsOf();
+    expect(ownerOnly.event).toBe('certificate_kept');
+    expect(ownerOnly.warnings).toEqual([expect.stringMatching(/certificate file also holds a private key; a certificate file is meant to be public.*remove it from this file/)]);
+    // The key taken out of the certificate file: no warning left.
+    replaceFile(otherCert, next.fullChainPem);
+    const clean = await warningsOf();
+    expect(clean.event).toBe('certificate_kept');
+    expect(clean.warnings).toEqual([]);
+    otherCurrent = next;
   });
 });

@@ -1,6 +1,7 @@
 // Certificate files as people and CAs really save them (T3 leaf-only vs full chain, T4 PEM
-// mangled by editors, T5 key types and formats), each loaded by the real daemon on SIGHUP
-// and checked with real handshakes: the serial served, and the certificates on the wire.
+// mangled by editors, T5 key types and formats, Ed25519 with its warning), each loaded by the
+// real daemon on SIGHUP and checked with real handshakes: the serial served, and the
+// certificates on the wire.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
@@ -124,8 +125,9 @@ describe('certificate files as people save them', () => {
     it(`T5: ${kind} loads and serves; expiry and names are read`, async () => {
       const target = leaf({ ...options, days: 45 });
       expect(target.keyPem).toMatch(keyHeader);
-      const { outcome } = await load(target.fullChainPem, target.keyPem);
+      const { outcome, warnings } = await load(target.fullChainPem, target.keyPem);
       expect(outcome.event).toBe('certificate_replaced');
+      expect(warnings.join('\n')).not.toMatch(/the key is Ed|the key type is/);
       expect(outcome.names).toEqual([NAME]);
       const notAfter = new Date(String(outcome.not_after)).getTime();
       expect(Math.abs(notAfter - (Date.now() + 44 * 86_400_000))).toBeLessThan(86_400_000);
@@ -134,4 +136,15 @@ describe('certificate files as people save them', () => {
       expect(peer.authorized).toBe(true);
     });
   }
+
+  it('an Ed25519 certificate loads and serves, with a warning that peers may not accept it', async () => {
+    const target = leaf({ keyType: 'ed25519' });
+    expect(target.keyPem).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    const { outcome, warnings } = await load(target.fullChainPem, target.keyPem);
+    expect(outcome.event).toBe('certificate_replaced');
+    expect(warnings).toContainEqual(expect.stringMatching(/the key is Ed25519: public CAs do not issue such certificates .*federating servers may refuse the handshake. Use an EC \(P-256\) or RSA certificate/));
+    expect(await served()).toBe(serialOf(target.serial));
+    const peer = await handshake({ port: running.port, servername: NAME, ca: authority.rootCert });
+    expect(peer.authorized).toBe(true);
+  });
 });

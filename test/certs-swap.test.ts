@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createAuthority, issueLeaf, type Authority, type Leaf } from './helpers/certs.js';
 import { replaceFile, serialOf, servedChain, startCertDaemon, type CertDaemon } from './helpers/cert-daemon.js';
 import { handshake } from './helpers/tls-client.js';
+import { runCli, type LogLine } from './helpers/daemon.js';
 
 const NAME = 'swap.fedtls.test';
 
@@ -20,6 +21,18 @@ describe('certificate swaps on SIGHUP', () => {
   let current: Leaf;
 
   const served = async (servername: string | undefined = NAME): Promise<string> => serialOf((await handshake({ port: running.port, ...(servername ? { servername } : {}) })).serial);
+  /** SIGHUP; the outcome line and the warning lines of that reload. */
+  const reloadWithWarnings = async (): Promise<{ outcome: LogLine; warnings: string[] }> => {
+    const mark = running.daemon.logs.length;
+    const [outcome] = await running.reload();
+    return { outcome: outcome!, warnings: running.since(mark).filter((l) => l.event === 'certificate_warning').map((l) => String(l.msg)) };
+  };
+  /** The warnings `fedtls certificates --json` shows for the pair, as the running daemon answers. */
+  const reportedWarnings = async (): Promise<string[]> => {
+    const cli = runCli(['certificates', '--json', '--config', running.configFile]);
+    expect(await cli.exited).toBe(0);
+    return (JSON.parse(cli.stdout()) as { certificates: { warnings: string[] }[] }).certificates[0]!.warnings;
+  };
   const install = (leaf: Leaf): void => {
     replaceFile(certFile, leaf.fullChainPem);
     replaceFile(keyFile, leaf.keyPem);
@@ -58,6 +71,38 @@ describe('certificate swaps on SIGHUP', () => {
     const warning = running.since(mark).find((l) => l.event === 'certificate_warning');
     expect(String(warning?.msg)).toMatch(/leaf in position 2.*leaf-first/);
     current = next;
+  });
+
+  it('the same certificate rewritten in another order is "kept: same certificate, files rewritten" with the warnings of that read; untouched files are "files unchanged"', async () => {
+    const order = (warnings: string[]): string[] => warnings.filter((w) => /leaf in position/.test(w));
+    // Served from the intermediate-first file of the previous test: the report says so.
+    expect(order(await reportedWarnings())).toHaveLength(1);
+    // (a) The admin puts the file in order: the warning goes, from the log and the report.
+    replaceFile(certFile, current.fullChainPem);
+    const fixed = await reloadWithWarnings();
+    expect(fixed.outcome.event).toBe('certificate_kept');
+    expect(fixed.outcome.files_changed).toBe(true);
+    expect(String(fixed.outcome.msg)).toMatch(/^certificate kept: same certificate, files rewritten; serving /);
+    expect(order(fixed.warnings)).toEqual([]);
+    expect(order(await reportedWarnings())).toEqual([]);
+    expect(await served()).toBe(serialOf(current.serial));
+    const untouched = await reloadWithWarnings();
+    expect(untouched.outcome.files_changed).toBe(false);
+    expect(String(untouched.outcome.msg)).toMatch(/^certificate kept \(files unchanged\); serving /);
+    // (b) A correctly ordered file rewritten intermediate-first: said so, at once and in the report.
+    replaceFile(certFile, authority.intermediateCert + current.certPem);
+    const reordered = await reloadWithWarnings();
+    expect(reordered.outcome.event).toBe('certificate_kept');
+    expect(reordered.outcome.files_changed).toBe(true);
+    expect(order(reordered.warnings)).toEqual([expect.stringMatching(/leaf in position 2/)]);
+    expect(order(await reportedWarnings())).toHaveLength(1);
+    // Files left as they are: unchanged, and the warning of this read is still given.
+    const again = await reloadWithWarnings();
+    expect(again.outcome.files_changed).toBe(false);
+    expect(order(again.warnings)).toHaveLength(1);
+    expect(await served()).toBe(serialOf(current.serial));
+    replaceFile(certFile, current.fullChainPem);
+    expect((await running.reload())[0]!.event).toBe('certificate_kept');
   });
 
   it('T1: a key that does not belong is refused in one line naming both files; the previous serial keeps serving', async () => {

@@ -2,7 +2,9 @@
 // issuer, expiry, days left and files; a table for people, `--json` for scripts. Asks the
 // running daemon (control socket) what it serves; when no daemon answers, reads the
 // configured files itself (the same loading and validation the daemon does on reload) and
-// says so. Exit 0 when every configured source loads, 1 when one does not (or the config is bad).
+// says so. Exit 0 when every configured source loads, 1 when one does not (or the config is
+// bad): offline, when its files do not load; live, when the daemon's last load of it was
+// refused, even though an older pair from it is still served. Table and --json alike.
 
 import { CertificateStore } from '../certs/store.js';
 import { buildCertificateReport, formatCertificateReport, type CertificateReport } from '../certs/report.js';
@@ -33,5 +35,10 @@ export async function certificatesCommand(configPath: string, options: { json: b
     report = reportFromFiles(config);
   }
   process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatCertificateReport(report));
-  return report.certificates.some((row) => row.status === 'refused') ? 1 : 0;
+  return certificateReportFailed(report) ? 1 : 0;
+}
+
+/** True when a configured source does not load (offline) or its last load was refused (live, maybe still serving an older pair). */
+export function certificateReportFailed(report: CertificateReport): boolean {
+  return report.certificates.some((row) => row.status === 'refused' || row.problem !== null);
 }

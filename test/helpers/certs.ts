@@ -1,5 +1,6 @@
 // Certificate fixtures made with the openssl command, as admins and CAs make them: a root,
-// an intermediate, and leaves with RSA or P-256 keys in the usual key formats.
+// an intermediate, and leaves with RSA, P-256 or Ed25519 keys in the usual key formats; and
+// self-signed certificates, as people make them for tests.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -38,7 +39,7 @@ export function createAuthority(name = 'Test'): Authority {
 
 export interface LeafOptions {
   names: string[];
-  keyType?: 'ec' | 'rsa';
+  keyType?: 'ec' | 'rsa' | 'ed25519';
   /** How the private key is written: PKCS#8 ("PRIVATE KEY"), or the traditional form (SEC1 "EC PRIVATE KEY" / PKCS#1 "RSA PRIVATE KEY"). */
   keyFormat?: 'pkcs8' | 'traditional';
   days?: number;
@@ -60,7 +61,7 @@ export function issueLeaf(authority: Authority, options: LeafOptions): Leaf {
   const dir = authority.dir;
   const id = `leaf${++counter}`;
   const keyType = options.keyType ?? 'ec';
-  const keyArgs = keyType === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'] : ['-newkey', 'rsa:2048'];
+  const keyArgs = keyType === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'] : keyType === 'ed25519' ? ['-newkey', 'ed25519'] : ['-newkey', 'rsa:2048'];
   openssl(['req', ...keyArgs, '-nodes', '-keyout', `${id}.key`, '-out', `${id}.csr`, '-subj', `/CN=${options.names[0]}`], dir);
   writeFileSync(path.join(dir, `${id}.ext`), `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${options.names.map((n) => `${isIP(n) ? 'IP' : 'DNS'}:${n}`).join(',')}\nauthorityKeyIdentifier=keyid\n`);
   const start = options.startOffsetDays ?? -1;
@@ -75,10 +76,20 @@ export function issueLeaf(authority: Authority, options: LeafOptions): Leaf {
   openssl(['ca', '-batch', '-config', 'ca.cnf', '-notext', '-cert', authority.intermediateCertFile, '-keyfile', authority.intermediateKeyFile,
     '-in', `${id}.csr`, '-out', `${id}.pem`, '-startdate', fmt(notBefore), '-enddate', fmt(notAfter), '-extfile', `${id}.ext`], dir);
   let keyPem = readFileSync(path.join(dir, `${id}.key`), 'utf8');
-  if (options.keyFormat === 'traditional') {
+  if (options.keyFormat === 'traditional' && keyType !== 'ed25519') {
     keyPem = execFileSync('openssl', [keyType === 'ec' ? 'ec' : 'rsa', '-in', `${id}.key`, ...(keyType === 'rsa' ? ['-traditional'] : [])], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
   }
   const certPem = readFileSync(path.join(dir, `${id}.pem`), 'utf8');
   const serial = execFileSync('openssl', ['x509', '-in', `${id}.pem`, '-noout', '-serial'], { cwd: dir }).toString().trim().split('=')[1]!.toLowerCase();
   return { certPem, keyPem, fullChainPem: certPem + authority.intermediateCert, serial };
+}
+
+/** A self-signed certificate for `names` (as `openssl req -x509` makes one), with its key. */
+export function selfSignedLeaf(names: string[], days = 90): { certPem: string; keyPem: string; serial: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fedtls-self-'));
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'self.key', '-out', 'self.pem', '-days', String(days), '-subj', `/CN=${names[0]}`,
+    '-addext', `subjectAltName=${names.map((n) => `${isIP(n) ? 'IP' : 'DNS'}:${n}`).join(',')}`], dir);
+  const certPem = readFileSync(path.join(dir, 'self.pem'), 'utf8');
+  const serial = execFileSync('openssl', ['x509', '-in', 'self.pem', '-noout', '-serial'], { cwd: dir }).toString().trim().split('=')[1]!.toLowerCase();
+  return { certPem, keyPem: readFileSync(path.join(dir, 'self.key'), 'utf8'), serial };
 }
