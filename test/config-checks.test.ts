@@ -58,6 +58,15 @@ describe('acme.renew_before', () => {
       await backend.close();
     }
   });
+
+  it('longer than Let\'s Encrypt\'s 90-day certificates allow (90d): a warning already in check-config that it will be ignored', async () => {
+    const { code, output } = await check({ server_name: 'example.org', acme: { renew_before: '90d' } });
+    expect(code).toBe(0);
+    expect(warnings(output)).toEqual([expect.stringMatching(/^acme\.renew_before: is 90d, too long for Let's Encrypt's 90-day certificates: every new certificate would be due at once, so fedtls will ignore it/)]);
+    expect(warnings((await check({ server_name: 'example.org', acme: { renew_before: '30d' } })).output)).toEqual([]);
+    // Another CA: its lifetime is known only from its certificates (the daemon warns then).
+    expect(warnings((await check({ server_name: 'example.org', acme: { url: 'https://127.0.0.1:14000/dir', renew_before: '90d' } })).output)).toEqual([]);
+  });
 });
 
 describe('listeners on one address', () => {

@@ -25,6 +25,9 @@ export const ACME_DIRECTORY_PRESETS: Record<string, string> = {
 
 export const DEFAULT_BLOCK_PATHS = ['/_synapse/admin'];
 
+/** Lifetime of Let's Encrypt's certificates without a profile, or with "classic" (90 days). */
+const LETS_ENCRYPT_CLASSIC_LIFETIME_MS = 90 * 86_400_000;
+
 /** TimeoutStopSec of systemd/fedtls.service (test/config.test.ts checks that they agree): a drain must end before it. */
 export const SYSTEMD_TIMEOUT_STOP_MS = 60_000;
 
@@ -373,6 +376,12 @@ export function buildConfig(raw: unknown, file: string): Config {
   }
   if (acme.enabled && acme.domains.length === 0 && serverHost) {
     acmeReader.problem('domains', 'is empty; list at least one name, or set acme.enabled: false');
+  }
+  // Where the lifetime is known in advance (Let's Encrypt's classic 90-day certificates), say
+  // now what the ACME manager would say after the first issuance (see acme/timing.ts).
+  const letsEncrypt = directory !== null && /^acme(-staging)?-v02\.api\.letsencrypt\.org$/i.test(directory.hostname);
+  if (acme.enabled && letsEncrypt && (acme.profile === null || acme.profile === 'classic') && acme.renewBeforeMs !== null && acme.renewBeforeMs > 0.9 * LETS_ENCRYPT_CLASSIC_LIFETIME_MS) {
+    acmeReader.warn('renew_before', `is ${formatDuration(acme.renewBeforeMs)}, too long for Let's Encrypt's 90-day certificates: every new certificate would be due at once, so fedtls will ignore it and renew with one third of the lifetime left (30 days before expiry). Use e.g. "30d", or remove it`);
   }
   acmeReader.finish(SYNAPSE_ACME_KEYS);
 
