@@ -28,7 +28,7 @@ export const DEFAULT_BLOCK_PATHS = ['/_synapse/admin'];
 /** Lifetime of Let's Encrypt's certificates without a profile, or with "classic" (90 days). */
 const LETS_ENCRYPT_CLASSIC_LIFETIME_MS = 90 * 86_400_000;
 
-/** TimeoutStopSec of systemd/fedtls.service (test/config.test.ts checks that they agree): a drain must end before it. */
+/** TimeoutStopSec of systemd/fedtls.service (test/config-checks.test.ts checks that they agree): a drain must end before it. */
 export const SYSTEMD_TIMEOUT_STOP_MS = 60_000;
 
 /** How long a federating server waits for an answer (Synapse: 60 s); proxy.response_timeout below it cuts answers peers still wait for. */
@@ -137,7 +137,8 @@ function occupies(address: ListenAddress, ownList: ListenAddress[]): { family: 4
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
   if (mapped) return [{ family: 4, ip: mapped[1]! }];
   if (isIP(host) === 4) return [{ family: 4, ip: host }];
-  const normal = new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  let normal = host;
+  try { normal = new URL(`http://[${host}]/`).hostname.slice(1, -1); } catch { /* a zone id ("fe80::1%eth0"): compared as written */ }
   if (normal !== '::') return [{ family: 6, ip: normal }];
   // "[::]" is dual-stack, unless its own list also has 0.0.0.0 on that port (then it binds IPv6 only: see http/listen.ts).
   const ipv6Only = ownList.some((other) => other !== address && other.host === '0.0.0.0' && other.port === address.port);
@@ -351,7 +352,7 @@ export function buildConfig(raw: unknown, file: string): Config {
   const eabKid = eabReader.string('kid', null);
   const eabHmac = eabReader.string('hmac_key', null);
   if (eabReader.has('kid') !== eabReader.has('hmac_key')) {
-    eabReader.problem(eabKid === null ? 'kid' : 'hmac_key', 'External Account Binding needs both kid and hmac_key (your CA shows them in its dashboard)');
+    eabReader.problem(eabReader.has('kid') ? 'hmac_key' : 'kid', 'External Account Binding needs both kid and hmac_key (your CA shows them in its dashboard)');
   }
   eabReader.finish();
   const acmeEnabled = acmeReader.boolean('enabled', true);
@@ -584,7 +585,7 @@ export function readConfigText(file: string): string {
     throw new ConfigError(absolute, [{ key: '', message: `cannot read the config file: ${readFailure(absolute, error as NodeJS.ErrnoException)}` }]);
   }
   if (bytes[0] === 0xff && bytes[1] === 0xfe) return bytes.subarray(2).toString('utf16le');
-  if (bytes[0] === 0xfe && bytes[1] === 0xff) return Buffer.from(bytes.subarray(2)).swap16().toString('utf16le');
+  if (bytes[0] === 0xfe && bytes[1] === 0xff) return Buffer.from(bytes.subarray(2, bytes.length - (bytes.length % 2))).swap16().toString('utf16le');
   const text = bytes.toString('utf8');
   const nul = bytes.indexOf(0);
   if (nul !== -1) {
