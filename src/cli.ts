@@ -5,7 +5,7 @@
 
 import { parseArgs } from 'node:util';
 
-const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG ?? '/etc/fedtls/fedtls.yaml';
+const DEFAULT_CONFIG = process.env.FEDTLS_CONFIG || '/etc/fedtls/fedtls.yaml';
 
 const USAGE = `fedtls — TLS for Matrix federation (ACME certificates, port 8448, reverse proxy)
 
@@ -59,6 +59,9 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     strict: true,
   });
+  for (const option of ['config', 'ca', 'resolver', 'timeout', 'well-known-port', 'fallback-port'] as const) {
+    if (values[option] !== undefined && values[option]!.trim() === '') missingValue(`--${option}`);
+  }
   switch (command) {
     case 'run':
       return (await import('./commands/run.js')).runCommand(values.config!);
@@ -97,9 +100,27 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** What each option that takes a value expects, for "--config" given without one. */
+const OPTION_VALUES: Record<string, string> = {
+  '--config': `the path of the YAML config file, e.g. --config /etc/fedtls/fedtls.yaml (leave --config out to use $FEDTLS_CONFIG or ${DEFAULT_CONFIG})`,
+  '--ca': 'a PEM file of extra trusted root certificates, e.g. --ca /etc/fedtls/private-ca.pem',
+  '--resolver': 'the IP address (and port) of a DNS server, e.g. --resolver 127.0.0.1:53',
+  '--timeout': 'a number of seconds per step, e.g. --timeout 10',
+  '--well-known-port': 'a port number, e.g. --well-known-port 8443',
+  '--fallback-port': 'a port number, e.g. --fallback-port 8448',
+};
+
+function missingValue(option: string): never {
+  process.stderr.write(`fedtls: ${option} needs a value: ${OPTION_VALUES[option] ?? 'see fedtls help'}\n`);
+  process.exit(2);
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   async (error: Error) => {
+    // node:util parseArgs: "Option '-c, --config <value>' argument missing" / "... argument is ambiguous" (the next word is an option).
+    const noValue = /^Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument (?:missing|is ambiguous)/.exec(error.message)?.[1];
+    if (noValue) missingValue(noValue);
     const unknownOption = /Unknown option '(--?[^']+)'/.exec(error.message)?.[1];
     if (unknownOption) {
       const { nearestKey } = await import('./config/reader.js');

@@ -1,11 +1,14 @@
 // The running daemon: builds every part from the Config and owns their lifecycle.
 // Start order: certificate store (from files) → listeners bound → ACME manager in the
-// background. Signals: SIGHUP re-reads every certificate file and swaps valid pairs in;
+// background. Signals: SIGHUP re-reads every certificate file and swaps valid pairs in (not
+// the config: a changed config file gets one warning that it needs a restart);
 // SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded), then exit.
 
 import http from 'node:http';
+import yaml from 'js-yaml';
 import type { Server, Socket } from 'node:net';
 import type { Config, ListenAddress } from './config/types.js';
+import { ConfigError, loadConfig, readConfigText } from './config/load.js';
 import type { Logger } from './ops/log.js';
 import { CertificateStore, type CertificateSource, type ReloadOutcome } from './certs/store.js';
 import { ExpiryWatch } from './certs/expiry-watch.js';
@@ -300,7 +303,49 @@ export class Daemon {
   /** SIGHUP: re-read certificate files (never dropping what is served when a file is bad). */
   reload(): ReloadOutcome[] {
     this.log.info({ event: 'reload', reason: 'SIGHUP' }, 'reloading certificate files');
-    return this.reloadCertificates('SIGHUP');
+    const outcomes = this.reloadCertificates('SIGHUP');
+    // After the reload's own lines (with TLS workers: once every worker has it), so "re-read" is true when it is said.
+    void this.reloadSettled.catch(() => undefined).then(() => this.warnIfConfigChanged());
+    return outcomes;
+  }
+
+  /**
+   * A reload does not apply config changes. An admin who edited the config and reloaded is
+   * told so, once per reload: which top-level keys changed, that it takes a restart, and
+   * whether the edited file would load. Comment or layout edits change nothing and say nothing.
+   */
+  private warnIfConfigChanged(): void {
+    const { file, text: started } = this.config;
+    if (started === undefined) return;
+    let now: string;
+    try {
+      now = readConfigText(file);
+    } catch (error) {
+      const reason = error instanceof ConfigError ? error.problems.map((p) => p.message).join('; ') : (error as Error).message;
+      this.log.warn({ event: 'config_unreadable', file }, `the config file ${file} cannot be read now (${reason}); fedtls keeps running with the config it started with, but a restart would fail`);
+      return;
+    }
+    if (now === started) return;
+    const parse = (text: string): Record<string, unknown> | null => {
+      try {
+        const value = yaml.load(text);
+        return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : null;
+      } catch {
+        return null;
+      }
+    };
+    const before = parse(started) ?? {};
+    const after = parse(now);
+    const changed = after === null ? null : [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
+    if (changed !== null && changed.length === 0) return;
+    let verdict = '';
+    try {
+      loadConfig(file);
+    } catch (error) {
+      verdict = error instanceof ConfigError ? ` The edited file would not start: ${error.problems.length} problem${error.problems.length === 1 ? '' : 's'}; see fedtls check-config --config ${file}.` : '';
+    }
+    this.log.warn({ event: 'config_changed_needs_restart', file, changed_keys: changed ?? undefined },
+      `${file} has changed since fedtls started${changed ? ` (${changed.join(', ')})` : ''}, but a reload re-reads certificate files only: config changes take effect on a restart (systemctl restart fedtls; check the file first with fedtls check-config --config ${file}).${verdict} Certificate files were re-read.`);
   }
 
   private closeListeners(drainMs: number): Promise<void> {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { startTestPebble, freePort, type PebbleFixture } from './helpers/pebble.js';
 import { startAcmeStandin, type AcmeStandin } from './helpers/acme-standin.js';
 import { startAcmeHarness, type AcmeHarness } from './helpers/acme-harness.js';
-import { runCli, tempDir, writeConfig } from './helpers/daemon.js';
+import { runCli, tempDir, writeConfig, type LogLine } from './helpers/daemon.js';
 
 const NAME = 'ari.fedtls.test';
 const PROFILES = { classic: '90 days', shortlived: 'about 6 days' };
@@ -94,6 +94,23 @@ describe('ARI, profiles and Retry-After (stand-in in front of real Pebble)', () 
     expect(second.previous_serial).toBe(first.serial);
     // The new certificate gets its own window, asked for with its own CertID.
     await harness.waitFor((l) => l.event === 'acme_renewal_info' && l.serial === second.serial, 10_000, 'ARI for the new certificate');
+  });
+
+  it('ARI that says "renew now" for every new certificate: orders stay at least ariMinRecheckMs apart, with one warning per certificate', async () => {
+    standin.ari = true;
+    standin.profiles = null;
+    standin.renewalInfo = () => ({ start: new Date(Date.now() - 2 * 86_400_000), end: new Date(Date.now() - 86_400_000), retryAfterSeconds: 1 });
+    harness = await startAcmeHarness({ directoryUrl: standin.directoryUrl, caBundlePath: pebble.caBundlePath, challengePort: pebble.httpPort, domains: [`floor.${NAME}`], timing: { ...FAST, ariMinRecheckMs: 3000 } });
+    harness.manager.start();
+    const issuedLines = (): LogLine[] => harness!.lines.filter((l) => l.event === 'acme_certificate_issued');
+    await harness.waitFor(() => issuedLines().length >= 3, 40_000, 'three issuances');
+    const times = issuedLines().map((l) => Date.parse(String(l.time)));
+    // Without the floor each renewal followed the previous issuance within a second.
+    for (let i = 1; i < times.length; i += 1) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(3000);
+    const held = harness.lines.filter((l) => l.event === 'acme_renewal_held');
+    expect(new Set(held.map((l) => l.serial)).size).toBe(held.length); // one warning per certificate
+    expect(held.map((l) => l.serial)).toEqual(expect.arrayContaining(issuedLines().slice(0, 2).map((l) => l.serial)));
+    expect(String(held[0]!.msg)).toMatch(/would be due again already \(by the CA's renewal information\); fedtls does not order again before/);
   });
 
   it('profiles: an unknown acme.profile is refused at start, naming the profiles the CA offers', async () => {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_TIMING, checkInterval, lifetimeRenewalTime, randomMomentIn, retryDelay } from '../src/acme/timing.js';
+import { DEFAULT_TIMING, checkInterval, earliestRoutineOrder, lifetimeRenewalTime, randomMomentIn, retryDelay } from '../src/acme/timing.js';
 import { ariCertId } from '../src/acme/directory.js';
 import { createAuthority, issueLeaf } from './helpers/certs.js';
 import { tempDir } from './helpers/daemon.js';
@@ -60,9 +60,35 @@ describe('renewal and retry timing', () => {
   it('renewal time: one third of the lifetime left by default, or acme.renew_before', () => {
     const notBefore = new Date(0);
     const notAfter = new Date(90 * DAY);
-    expect(lifetimeRenewalTime(notBefore, notAfter, null).getTime()).toBe(60 * DAY);
-    expect(lifetimeRenewalTime(notBefore, notAfter, 30 * DAY).getTime()).toBe(60 * DAY);
-    expect(lifetimeRenewalTime(notBefore, notAfter, 10 * DAY).getTime()).toBe(80 * DAY);
+    expect(lifetimeRenewalTime(notBefore, notAfter, null)).toEqual({ renewAt: new Date(60 * DAY), basis: 'lifetime', renewBeforeTooLong: false });
+    expect(lifetimeRenewalTime(notBefore, notAfter, 30 * DAY)).toEqual({ renewAt: new Date(60 * DAY), basis: 'renew_before', renewBeforeTooLong: false });
+    expect(lifetimeRenewalTime(notBefore, notAfter, 10 * DAY).renewAt.getTime()).toBe(80 * DAY);
+    // The Pebble suites: 60 s certificates, renew_before 45s → renewal 15 s after issuance.
+    expect(lifetimeRenewalTime(new Date(0), new Date(60_000), 45_000)).toMatchObject({ renewAt: new Date(15_000), basis: 'renew_before' });
+  });
+
+  it('a renew_before that would make a new certificate due within its first tenth (or at once) falls back to one third of the lifetime', () => {
+    const notBefore = new Date(0);
+    const letsEncrypt = new Date(90 * DAY - 1000); // Let's Encrypt: 90 days minus a second
+    const pebble = new Date(1826 * DAY); // Pebble's default: 5 years
+    for (const [notAfter, renewBefore] of [[letsEncrypt, 90 * DAY], [letsEncrypt, 85 * DAY], [pebble, 2000 * DAY], [pebble, 1826 * DAY]] as const) {
+      const rule = lifetimeRenewalTime(notBefore, notAfter, renewBefore);
+      expect(rule).toEqual({ renewAt: new Date(notAfter.getTime() - notAfter.getTime() / 3), basis: 'lifetime', renewBeforeTooLong: true });
+    }
+    // Up to 90 % of the lifetime is still obeyed as written.
+    expect(lifetimeRenewalTime(notBefore, new Date(90 * DAY), 81 * DAY)).toEqual({ renewAt: new Date(9 * DAY), basis: 'renew_before', renewBeforeTooLong: false });
+  });
+
+  it('after an issuance, no routine order for a tenth of the lifetime (a minute under ARI), counted from the later of notBefore and the local issuance', () => {
+    const notBefore = new Date(0);
+    const notAfter = new Date(90 * DAY);
+    expect(earliestRoutineOrder(notBefore, notAfter, null, 'lifetime', DEFAULT_TIMING)).toBe(9 * DAY);
+    expect(earliestRoutineOrder(notBefore, notAfter, null, 'renew_before', DEFAULT_TIMING)).toBe(9 * DAY);
+    expect(earliestRoutineOrder(notBefore, notAfter, null, 'ari', DEFAULT_TIMING)).toBe(MINUTE);
+    // A local clock 60 days ahead of the CA's: the certificate looks 60 days old when it arrives.
+    expect(earliestRoutineOrder(notBefore, notAfter, 60 * DAY, 'lifetime', DEFAULT_TIMING)).toBe(69 * DAY);
+    // 60 s test certificates: 6 s, well before renew_before 45s (15 s).
+    expect(earliestRoutineOrder(new Date(0), new Date(60_000), null, 'renew_before', DEFAULT_TIMING)).toBe(6000);
   });
 
   it('ARI: the moment chosen is inside the window (or now, if the window has passed)', () => {

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import yaml from 'js-yaml';
 import { runCli, tempDir, writeConfig } from './helpers/daemon.js';
 
 async function checkConfig(file: string): Promise<{ code: number | null; output: string }> {
@@ -97,6 +98,20 @@ describe('the shipped example config', () => {
     const { code, output } = await checkConfig(path.resolve('config/fedtls.example.yaml'));
     expect(output).toContain('valid');
     expect(code).toBe(0);
+  });
+
+  it('sets no acme.domains or tls.default_name of its own: with only server_name and acme.email changed, the certificate is for the new name', async () => {
+    const example = readFileSync(path.resolve('config/fedtls.example.yaml'), 'utf8');
+    const parsed = yaml.load(example) as { acme: Record<string, unknown>; tls: Record<string, unknown> };
+    expect(parsed.acme).not.toHaveProperty('domains');
+    expect(parsed.tls).not.toHaveProperty('default_name');
+    const file = path.join(tempDir(), 'fedtls.yaml');
+    writeFileSync(file, example.replace(/^server_name: example\.org$/m, 'server_name: mydomain.org').replace(/^ {2}email: null$/m, '  email: admin@mydomain.org'));
+    const { code, output } = await checkConfig(file);
+    expect(code).toBe(0);
+    expect(output).toContain('ACME: https://acme-v02.api.letsencrypt.org/directory for mydomain.org\n');
+    expect(output).not.toContain('example.org');
+    expect(output).not.toContain('warning');
   });
 });
 

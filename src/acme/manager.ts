@@ -1,9 +1,12 @@
 // Keeps the ACME-managed certificate valid without anyone watching. Owns when to order: no
 // certificate yet, inside the CA's ARI window (RFC 9773, a random moment in it, re-asked
 // after its Retry-After), or else when acme.renew_before / one third of the lifetime is
-// left; checks follow the lifetime, with jitter. Runs one order at a time (with `profile`
-// and `replaces` when the CA supports them), writes the result atomically to state_dir and
-// asks the store to load it from there (ACME → files → store), then runs acme.deploy_hook.
+// left (a renew_before too long for the lifetime gets one warning and the default rule);
+// never again by itself within a tenth of the lifetime after an issuance (a minute under
+// ARI), so no setting can make it order certificate after certificate; checks follow the
+// lifetime, with jitter. Runs one order at a time (with `profile` and `replaces` when the
+// CA supports them), writes the result atomically to state_dir and asks the store to load
+// it from there (ACME → files → store), then runs acme.deploy_hook.
 // On failure: one loud log line saying what failed, the likely cause and when the next try
 // is; backoff per timing.ts (never before the CA's Retry-After); the current certificate
 // keeps being served.
@@ -15,14 +18,14 @@ import type { Logger } from '../ops/log.js';
 import type { CertificateSource, CertificateStore, ReloadOutcome, StoreEntry } from '../certs/store.js';
 import { unwritableDirectory, writeFileAtomic } from '../certs/files.js';
 import { nameMatches } from '../certs/pem.js';
-import { formatDuration } from '../config/units.js';
+import { formatDuration, roughDuration } from '../config/units.js';
 import type { ChallengeTable } from './challenges.js';
 import { accountFiles, configureAcmeHttp, openAccount, type AccountHandle } from './client.js';
 import { orderCertificate } from './order.js';
 import { withProblemRecording, type CaProblem } from './ca-problems.js';
 import { explainFailure, type FailureExplanation } from './explain.js';
 import { ariCertId, fetchRenewalInfo, orderProfile, readDirectory, UnknownProfileError, type DirectoryInfo } from './directory.js';
-import { ariRecheckDelay, checkInterval, DEFAULT_TIMING, lifetimeRenewalTime, randomMomentIn, retryDelay, type AcmeTiming } from './timing.js';
+import { ariRecheckDelay, checkInterval, DEFAULT_TIMING, earliestRoutineOrder, lifetimeRenewalTime, MIN_SERVICE_SHARE, randomMomentIn, retryDelay, type AcmeTiming, type LifetimeRenewal } from './timing.js';
 import { runDeployHook } from './deploy-hook.js';
 import { dryRunOrder, type DryRunResult } from './dry-run.js';
 
@@ -113,6 +116,11 @@ export class AcmeManager {
   private failureTimes: number[] = [];
   private backoffUntil = 0;
   private retryAfterUntil = 0;
+  /** The certificate this process obtained last, and when (the floor after an issuance counts from it). */
+  private issued: { serial: string; at: number } | null = null;
+  /** Serials already warned about (acme.renew_before too long; renewal held back by the floor): one warning per certificate. */
+  private readonly warnedTooLong = new Set<string>();
+  private readonly warnedHeld = new Set<string>();
   private status: AcmeStatus;
 
   constructor(private readonly options: AcmeManagerOptions) {
@@ -130,7 +138,43 @@ export class AcmeManager {
     if (this.status.renewAt) return this.status.renewAt;
     const entry = this.options.store.get(this.source.id);
     if (!entry) return null;
-    return lifetimeRenewalTime(entry.pair.leaf.notBefore, entry.pair.leaf.notAfter, this.options.config.acme.renewBeforeMs);
+    return this.lifetimeRule(entry).renewAt;
+  }
+
+  /** renew_before or one third of the lifetime; warns once per certificate when renew_before is too long for it. */
+  private lifetimeRule(entry: StoreEntry): LifetimeRenewal {
+    const { notBefore, notAfter, serial } = entry.pair.leaf;
+    const renewBeforeMs = this.options.config.acme.renewBeforeMs;
+    const rule = lifetimeRenewalTime(notBefore, notAfter, renewBeforeMs);
+    if (rule.renewBeforeTooLong && renewBeforeMs !== null && !this.warnedTooLong.has(serial)) {
+      this.warnedTooLong.add(serial);
+      const lifetime = notAfter.getTime() - notBefore.getTime();
+      const when = renewBeforeMs >= lifetime ? 'as soon as it is issued' : `within the first ${Math.round(MIN_SERVICE_SHARE * 100)}% of its lifetime`;
+      this.options.log.warn({ event: 'acme_renew_before_too_long', serial, renew_before: formatDuration(renewBeforeMs), lifetime: roughDuration(lifetime), renew_at: rule.renewAt.toISOString() },
+        `acme.renew_before (${formatDuration(renewBeforeMs)}) is too long for this certificate's lifetime (${roughDuration(lifetime)}, serial ${serial}): it would be due for renewal ${when}, and every new certificate again. ` +
+        `fedtls uses the default instead: renew when one third of the lifetime is left (${roughDuration(lifetime / 3)} before expiry, at ${rule.renewAt.toISOString()}). ` +
+        `Set acme.renew_before well below the lifetime (e.g. ${roughDuration(lifetime / 3)}), or remove it`);
+    }
+    return rule;
+  }
+
+  /**
+   * The plan, held back to the floor after an issuance (timing.ts earliestRoutineOrder), so
+   * that no config, clock or CA answer can make the daemon order again and again.
+   */
+  private heldToFloor(entry: StoreEntry, plan: RenewalPlan, why: string): RenewalPlan {
+    const { notBefore, notAfter, serial } = entry.pair.leaf;
+    const issuedAt = this.issued?.serial === serial ? this.issued.at : null;
+    const floor = earliestRoutineOrder(notBefore, notAfter, issuedAt, plan.basis, this.timing);
+    if (plan.renewAt.getTime() >= floor) return plan;
+    if (!this.warnedHeld.has(serial)) {
+      this.warnedHeld.add(serial);
+      const issued = new Date(Math.max(notBefore.getTime(), issuedAt ?? -Infinity));
+      this.options.log.warn({ event: 'acme_renewal_held', serial, basis: plan.basis, due_at: plan.renewAt.toISOString(), held_until: new Date(floor).toISOString() },
+        `the certificate issued at ${issued.toISOString()} (serial ${serial}) would be due again already (${why}); fedtls does not order again before ${new Date(floor).toISOString()}, so as not to order certificate after certificate` +
+        (plan.basis === 'ari' ? '' : '. Check this machine\'s clock (timedatectl)'));
+    }
+    return { ...plan, renewAt: new Date(floor) };
   }
 
   start(): void {
@@ -215,14 +259,12 @@ export class AcmeManager {
   private async plan(entry: StoreEntry, now: number): Promise<RenewalPlan> {
     const { notBefore, notAfter, serial } = entry.pair.leaf;
     const lifetime = notAfter.getTime() - notBefore.getTime();
-    const renewBeforeMs = this.options.config.acme.renewBeforeMs;
-    const byConfig = lifetimeRenewalTime(notBefore, notAfter, renewBeforeMs);
-    const basis = renewBeforeMs !== null ? 'renew_before' : 'lifetime';
+    const { renewAt: byConfig, basis } = this.lifetimeRule(entry);
     const ari = await this.currentAri(entry, now);
     if (!ari) return { renewAt: byConfig, basis, recheckAt: null };
-    // ARI decides; renew_before (if set) may only make it earlier; and never leave less than a tenth of the lifetime.
+    // ARI decides; renew_before (if usable) may only make it earlier; and never leave less than a tenth of the lifetime.
     const safety = notAfter.getTime() - lifetime / 10;
-    const renewAt = Math.min(ari.chosen.getTime(), renewBeforeMs !== null ? byConfig.getTime() : Infinity, safety);
+    const renewAt = Math.min(ari.chosen.getTime(), basis === 'renew_before' ? byConfig.getTime() : Infinity, safety);
     if (ari.serial !== serial) return { renewAt: byConfig, basis, recheckAt: null };
     return { renewAt: new Date(renewAt), basis: renewAt === ari.chosen.getTime() ? 'ari' : basis, recheckAt: ari.recheckAt };
   }
@@ -268,10 +310,15 @@ export class AcmeManager {
     let reason = force ? 'renewal forced by the admin' : 'no certificate yet';
     // A name added to acme.domains since the certificate was issued: order now, not at renewal time.
     const lacking = entry ? names.filter((name) => !entry.pair.leaf.names.some((pattern) => nameMatches(pattern, name))) : [];
-    if (entry && !force && lacking.length > 0) {
+    // Unless this process just got that very certificate from the CA: then the floor applies like for any renewal.
+    const justIssued = entry !== null && this.issued?.serial === entry.pair.leaf.serial;
+    if (entry && !force && lacking.length > 0 && !justIssued) {
       reason = `acme.domains lists ${lacking.join(', ')}, which the current certificate lacks`;
     } else if (entry && !force) {
-      const plan = await this.plan(entry, now);
+      const planned: RenewalPlan = lacking.length > 0 ? { renewAt: new Date(now), basis: 'lifetime', recheckAt: null } : await this.plan(entry, now);
+      const why = lacking.length > 0 ? `the CA's certificate lacks ${lacking.join(', ')}, which acme.domains lists`
+        : planned.basis === 'ari' ? "by the CA's renewal information" : planned.basis === 'renew_before' ? 'by acme.renew_before' : 'by one third of its lifetime left';
+      const plan = this.heldToFloor(entry, planned, why);
       this.status.renewAt = plan.renewAt;
       this.status.renewBasis = plan.basis;
       if (plan.renewAt.getTime() > now) {
@@ -283,7 +330,8 @@ export class AcmeManager {
         this.schedule(next - now);
         return { outcome: 'not_due', names, renew_at: plan.renewAt.toISOString(), message: `the certificate for ${names.join(', ')} is not due for renewal (renewal planned at ${plan.renewAt.toISOString()}, by ${plan.basis === 'ari' ? "the CA's renewal information" : plan.basis === 'renew_before' ? 'acme.renew_before' : 'one third of its lifetime left'}); use --force to renew anyway` };
       }
-      reason = plan.basis === 'ari' ? "inside the CA's suggested renewal window" : plan.basis === 'renew_before' ? 'acme.renew_before reached' : 'one third of the lifetime left';
+      reason = lacking.length > 0 ? `acme.domains lists ${lacking.join(', ')}, which the current certificate lacks`
+        : plan.basis === 'ari' ? "inside the CA's suggested renewal window" : plan.basis === 'renew_before' ? 'acme.renew_before reached' : 'one third of the lifetime left';
     }
     const waitUntil = force ? this.retryAfterUntil : this.backoffUntil;
     const recentFailures = this.failureTimes.filter((t) => t > now - this.timing.failureWindowMs).length;
@@ -339,6 +387,7 @@ export class AcmeManager {
       this.status.consecutiveFailures = 0;
       this.status.lastError = null;
       this.status.lastIssued = new Date();
+      this.issued = { serial: leaf.serial, at: this.status.lastIssued.getTime() };
       this.status.orders.ok += 1;
       this.status.renewAt = null;
       this.status.renewBasis = null;

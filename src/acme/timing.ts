@@ -2,7 +2,8 @@
 // their own (callers pass `now`). Promises: a retry is never earlier than the CA's
 // Retry-After; backoff is exponential with a cap; failed attempts are bounded per hour;
 // checks follow the certificate's lifetime, with jitter so that many servers do not hit the
-// CA at the same second.
+// CA at the same second; a new certificate is never due again within a tenth of its lifetime
+// (a too-long acme.renew_before falls back to the default rule, and a floor catches the rest).
 
 export interface AcmeTiming {
   /** First retry after a failure. */
@@ -45,10 +46,46 @@ export function checkInterval(lifetimeMs: number, timing: AcmeTiming, random = M
   return Math.max(timing.minCheckIntervalMs, jitter(base, 0.1, random));
 }
 
-/** The lifetime rule: renew with `renewBeforeMs` left, or with one third of the lifetime left. */
-export function lifetimeRenewalTime(notBefore: Date, notAfter: Date, renewBeforeMs: number | null): Date {
+/**
+ * acme.renew_before is obeyed only while it leaves the certificate in service for at least
+ * this share of its lifetime; a longer one (2000d for 5-year certificates, 90d for 90-day
+ * ones) would make every new certificate due at once, so the default rule is used instead.
+ */
+export const MIN_SERVICE_SHARE = 0.1;
+
+export interface LifetimeRenewal {
+  renewAt: Date;
+  /** 'renew_before': as configured; 'lifetime': one third of the lifetime left. */
+  basis: 'renew_before' | 'lifetime';
+  /** acme.renew_before was set but is too long for this certificate's lifetime, so 'lifetime' applies. */
+  renewBeforeTooLong: boolean;
+}
+
+/**
+ * The lifetime rule: renew with `renewBeforeMs` left, or with one third of the lifetime left
+ * (the default, and the fallback when renew_before would leave less than MIN_SERVICE_SHARE
+ * of the lifetime before renewal).
+ */
+export function lifetimeRenewalTime(notBefore: Date, notAfter: Date, renewBeforeMs: number | null): LifetimeRenewal {
   const lifetime = notAfter.getTime() - notBefore.getTime();
-  return new Date(notAfter.getTime() - (renewBeforeMs ?? lifetime / 3));
+  const byDefault = new Date(notAfter.getTime() - lifetime / 3);
+  if (renewBeforeMs === null) return { renewAt: byDefault, basis: 'lifetime', renewBeforeTooLong: false };
+  if (renewBeforeMs > lifetime * (1 - MIN_SERVICE_SHARE)) return { renewAt: byDefault, basis: 'lifetime', renewBeforeTooLong: true };
+  return { renewAt: new Date(notAfter.getTime() - renewBeforeMs), basis: 'renew_before', renewBeforeTooLong: false };
+}
+
+/**
+ * The earliest moment the daemon may order again by itself after the served certificate was
+ * issued, whatever the config, the clock or the CA's renewal information says: a tenth of the
+ * lifetime after issuance for the lifetime rules, `ariMinRecheckMs` for ARI (the CA's explicit
+ * word, e.g. after a revocation). `issuedAt` is when this process obtained the certificate
+ * (null if it did not): the later of it and notBefore counts, so a local clock that runs ahead
+ * of the CA's cannot make a fresh certificate look old. An admin's --force is not bound by it.
+ */
+export function earliestRoutineOrder(notBefore: Date, notAfter: Date, issuedAt: number | null, basis: 'ari' | 'renew_before' | 'lifetime', timing: AcmeTiming): number {
+  const lifetime = Math.max(0, notAfter.getTime() - notBefore.getTime());
+  const issued = Math.max(notBefore.getTime(), issuedAt ?? -Infinity);
+  return issued + (basis === 'ari' ? timing.ariMinRecheckMs : lifetime * MIN_SERVICE_SHARE);
 }
 
 /** A uniformly random moment in [start, end] (RFC 9773 §4.2); `now` if the window is already open past its end. */

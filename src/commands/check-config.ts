@@ -1,5 +1,5 @@
 // `fedtls check-config`: validate the config file (and that its certificate files load),
-// print a short summary, exit 0 when fedtls would start with it, 1 otherwise.
+// print a short summary and every warning, exit 0 when fedtls would start with it, 1 otherwise.
 
 import { loadConfigForCommand } from './config-for-command.js';
 import { loadPairFromFiles, nameMatches, CertificateLoadError, namesNotCovered } from '../certs/pem.js';
@@ -8,7 +8,7 @@ export function checkConfigCommand(configPath: string): number {
   const config = loadConfigForCommand(configPath);
   if (!config) return 1;
   let problems = 0;
-  const warnings: string[] = [];
+  const warnings: string[] = config.warnings.map((w) => `${w.key}: ${w.message}`);
   const coveredNames: string[] = config.acme.enabled ? [...config.acme.domains] : [];
   const lines = [
     `  server_name: ${config.serverName}`,
@@ -32,8 +32,17 @@ export function checkConfigCommand(configPath: string): number {
       lines.push(`  certificate problem: ${error.message}`);
     }
   }
-  if (config.serverHost && !coveredNames.some((pattern) => nameMatches(pattern, config.serverHost))) {
+  // Not when acme.domains already got its warning (that one says why and what to do), nor when
+  // well_known.server delegates to a name that is covered (then peers never ask for server_name).
+  const delegated = config.wellKnown.server?.replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase() ?? null;
+  const delegationCovered = delegated !== null && coveredNames.some((pattern) => nameMatches(pattern, delegated));
+  if (config.serverHost && !delegationCovered && !config.warnings.some((w) => w.key === 'acme.domains') && !coveredNames.some((pattern) => nameMatches(pattern, config.serverHost))) {
     warnings.push(`no certificate holds server_name ${config.serverHost}: peers that connect to ${config.serverHost} will refuse the TLS handshake (fine only if /.well-known/matrix/server delegates to a name that is covered)`);
+  }
+  const defaultName = config.tls.defaultName;
+  if (defaultName && defaultName !== config.serverHost && problems === 0 && !config.warnings.some((w) => w.key === 'tls.default_name')
+      && !coveredNames.some((pattern) => nameMatches(pattern, defaultName))) {
+    warnings.push(`tls.default_name: "${defaultName}" is in no configured certificate (${coveredNames.join(', ') || 'none'}): clients without SNI or with an unknown name get whichever certificate loads first. Name one of those, or remove tls.default_name (default: server_name)`);
   }
   for (const warning of warnings) lines.push(`  warning: ${warning}`);
   const verdict = problems === 0

@@ -1,5 +1,5 @@
-// `fedtls run`: load the config, start the daemon, and map signals onto it
-// (HUP → reload certificate files; TERM/INT → graceful stop; a second TERM/INT → exit now).
+// `fedtls run`: load the config (logging its warnings), start the daemon, and map signals
+// onto it (HUP → reload certificate files; TERM/INT → graceful stop; a second TERM/INT → exit now).
 
 import { loadConfig, ConfigError } from '../config/load.js';
 import { createLogger, bootstrapLogger } from '../ops/log.js';
@@ -20,6 +20,9 @@ export async function runCommand(configPath: string): Promise<number> {
     throw error;
   }
   const log = createLogger(config.log);
+  for (const warning of config.warnings) {
+    log.warn({ event: 'config_warning', file: config.file, setting: warning.key }, `${config.file}: ${warning.key}: ${warning.message}`);
+  }
   const daemon = new Daemon(config, log);
   const notifier = new SystemdNotifier({ log });
 

@@ -1,7 +1,9 @@
 // A small typed reader over the parsed YAML: each call reads one key, checks its type,
 // applies the default, and records a precise error (key path + what is expected) when the
 // value is wrong. Unknown keys are reported by finish(). Errors are collected, not thrown,
-// so an admin sees every mistake in one run.
+// so an admin sees every mistake in one run; warnings (valid, but probably not meant) are
+// collected beside them. Text keys take text only: a YAML number or date where text is
+// expected is refused (quote it), so `server_name: 12345` is never read as "12345".
 
 export interface ConfigProblem {
   /** Dotted key path, e.g. `acme.url`. */
@@ -17,6 +19,7 @@ export function isPlainObject(value: unknown): value is Plain {
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (value instanceof Date) return `a date (${value.toISOString().slice(0, 10)})`;
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
   if (typeof value === 'string') return `the text ${JSON.stringify(value)}`;
@@ -30,6 +33,8 @@ export class ObjectReader {
     private readonly data: Plain,
     private readonly prefix: string,
     readonly problems: ConfigProblem[],
+    /** Valid but probably not what the admin meant: shown by check-config and logged by run. */
+    readonly warnings: ConfigProblem[] = [],
   ) {}
 
   path(key: string): string {
@@ -44,6 +49,10 @@ export class ObjectReader {
     this.problems.push({ key: this.path(key), message });
   }
 
+  warn(key: string, message: string): void {
+    this.warnings.push({ key: this.path(key), message });
+  }
+
   raw(key: string): unknown {
     this.seen.add(key);
     return this.data[key];
@@ -54,9 +63,8 @@ export class ObjectReader {
   string(key: string, fallback: string | null): string | null {
     const value = this.raw(key);
     if (value === undefined || value === null) return fallback;
-    if (typeof value === 'number') return String(value);
     if (typeof value !== 'string') {
-      this.problem(key, `expected a text value, got ${describe(value)}`);
+      this.problem(key, `expected a text value, got ${describe(value)}${quoteHint(value)}`);
       return fallback;
     }
     return value;
@@ -103,13 +111,22 @@ export class ObjectReader {
     return value as T;
   }
 
-  /** A list of strings; a single string is accepted as a one-element list. */
-  stringList(key: string, fallback: string[]): string[] {
+  /**
+   * A list of strings; a single string is accepted as a one-element list. `numbers`: whole
+   * numbers are accepted too (listen lists, where a bare port is meant).
+   */
+  stringList(key: string, fallback: string[], options: { numbers?: boolean } = {}): string[] {
     const value = this.raw(key);
     if (value === undefined || value === null) return fallback;
-    const list = typeof value === 'string' ? [value] : value;
-    if (!Array.isArray(list) || list.some((item) => typeof item !== 'string' && typeof item !== 'number')) {
-      this.problem(key, `expected a list of text values, got ${describe(value)}`);
+    const accepted = (item: unknown): boolean => typeof item === 'string' || (options.numbers === true && typeof item === 'number' && Number.isInteger(item));
+    const list = accepted(value) ? [value] : value;
+    if (!Array.isArray(list)) {
+      this.problem(key, `expected a list of text values, got ${describe(value)}${quoteHint(value)}`);
+      return fallback;
+    }
+    const wrong = list.find((item) => !accepted(item));
+    if (wrong !== undefined) {
+      this.problem(key, `expected a list of text values, but it holds ${describe(wrong)}${quoteHint(wrong)}`);
       return fallback;
     }
     return list.map(String);
@@ -118,12 +135,12 @@ export class ObjectReader {
   /** A nested mapping; absent → an empty reader, so its defaults apply. */
   object(key: string): ObjectReader {
     const value = this.raw(key);
-    if (value === undefined || value === null) return new ObjectReader({}, this.path(key), this.problems);
+    if (value === undefined || value === null) return new ObjectReader({}, this.path(key), this.problems, this.warnings);
     if (!isPlainObject(value)) {
       this.problem(key, `expected a mapping (indented keys), got ${describe(value)}`);
-      return new ObjectReader({}, this.path(key), this.problems);
+      return new ObjectReader({}, this.path(key), this.problems, this.warnings);
     }
-    return new ObjectReader(value, this.path(key), this.problems);
+    return new ObjectReader(value, this.path(key), this.problems, this.warnings);
   }
 
   /** A list of mappings, each read by `readItem`. */
@@ -140,7 +157,7 @@ export class ObjectReader {
         this.problems.push({ key: itemPath, message: `expected a mapping, got ${describe(item)}` });
         return [];
       }
-      const reader = new ObjectReader(item, itemPath, this.problems);
+      const reader = new ObjectReader(item, itemPath, this.problems, this.warnings);
       const result = readItem(reader, index);
       reader.finish();
       return [result];
@@ -162,6 +179,13 @@ export class ObjectReader {
         : 'is not a fedtls setting (check the spelling; config/fedtls.example.yaml lists every key)');
     }
   }
+}
+
+/** For a number, boolean or date where text is expected: how to write it as text. */
+function quoteHint(value: unknown): string {
+  if (typeof value === 'number' || typeof value === 'boolean') return `; put it in quotes ("${String(value)}") if you mean that text`;
+  if (value instanceof Date) return '; put it in quotes if you mean that text';
+  return '';
 }
 
 /** Edit distance between two short strings (Levenshtein). */

@@ -91,4 +91,6 @@ export interface Config {
   shutdown: { drainTimeoutMs: number };
   /** Processes serving the TLS listeners; 1 = the daemon serves them itself (no cluster). */
   workers: number;
+  /** Valid but probably not meant (key path + message): check-config prints them, run logs them at start. */
+  warnings: { key: string; message: string }[];
 }

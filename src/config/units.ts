@@ -35,3 +35,12 @@ export function formatDuration(ms: number): string {
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }
+
+/** A duration for people, rounded to its largest whole unit: "90d", "20h", "45m", "12s" (7775999 s → "90d"). */
+export function roughDuration(ms: number): string {
+  const units: [number, string][] = [[86_400_000, 'd'], [3_600_000, 'h'], [60_000, 'm'], [1000, 's']];
+  for (const [size, unit] of units) {
+    if (Math.abs(ms) >= size) return `${Math.round(ms / size)}${unit}`;
+  }
+  return `${Math.round(ms)}ms`;
+}
