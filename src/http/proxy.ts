@@ -15,6 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
+import { RateLimitedLog, type RateLimit } from '../ops/rate-limited-log.js';
 import { sendMatrixError } from './matrix-errors.js';
 import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
@@ -32,7 +33,7 @@ export interface ProxyHandler {
   /** The server's request handler. For `Expect: 100-continue` (expect-continue.ts) it refuses (413, 404, …) before the body, else sends 100 Continue and forwards. */
   (req: IncomingMessage, res: ServerResponse): void;
   counters: ProxyCounters;
-  /** Closes the keep-alive connections to the backend. */
+  /** Closes the keep-alive connections to the backend, and logs what rate-limited lines still hold back. */
   close(): void;
 }
 
@@ -66,8 +67,14 @@ export function trustedPeerMatcher(entries: readonly string[]): (peer: string) =
 }
 
 const CLOSE_CONNECTION = { Connection: 'close' } as const;
-const UNREACHABLE_LOG_INTERVAL_MS = 10_000;
 const NO_EXTRA_HEADERS = {} as const;
+/** A backend that is down fails every request: one line per 10 s says so, with the count. */
+const UNREACHABLE_LOG_LIMIT: RateLimit = { intervalMs: 10_000, burst: 1 };
+/**
+ * Any client can send request after request over the body limit: the first few in a minute
+ * are logged one by one (a user hitting the upload limit is worth seeing), the rest counted.
+ */
+const TOO_LARGE_LOG_LIMIT: RateLimit = { intervalMs: 60_000, burst: 5 };
 
 /** The request head for the backend, written in one piece (upstream.ts frames the body). */
 function requestHead(method: string, target: string, headers: readonly string[], framing: BodyFraming): string {
@@ -92,19 +99,17 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   const tooLargeMessage = `The request body is larger than this server accepts (proxy.max_body_size, ${config.maxBodySize} bytes)`;
   const counters: ProxyCounters = { inFlight: 0, byStatusClass: {}, backendErrors: 0 };
 
-  // A backend that is down fails every request: one line per 10 s says so, with the count.
-  let unreachableLoggedAt = -Infinity;
-  let unreachableSince = 0;
+  const unreachableLog = new RateLimitedLog(log, 'warn', UNREACHABLE_LOG_LIMIT);
   const logUnreachable = (reason: string): void => {
-    const now = performance.now();
-    if (now - unreachableLoggedAt < UNREACHABLE_LOG_INTERVAL_MS) {
-      unreachableSince += 1;
-      return;
-    }
-    const more = unreachableSince > 0 ? ` (${unreachableSince} more request(s) failed the same way since the last line)` : '';
-    log.warn({ event: 'backend_unreachable', backend: backend.origin, error: reason, suppressed: unreachableSince }, `cannot reach the homeserver at ${backend.origin}: ${reason}${more}`);
-    unreachableLoggedAt = now;
-    unreachableSince = 0;
+    unreachableLog.hit({ event: 'backend_unreachable', backend: backend.origin, error: reason }, `cannot reach the homeserver at ${backend.origin}: ${reason}`);
+  };
+  // One event however the limit was found: by the declared Content-Length (with or without
+  // Expect: 100-continue, before any body is read) or by counting a chunked body.
+  const tooLargeLog = new RateLimitedLog(log, 'info', TOO_LARGE_LOG_LIMIT);
+  const logTooLarge = (method: string, path: string, peer: string, length: number, decidedBy: 'content-length' | 'counted', answered: boolean): void => {
+    const size = decidedBy === 'content-length' ? `declares a body of ${length} bytes` : `sent more than ${config.maxBodySize} bytes of chunked body`;
+    tooLargeLog.hit({ event: 'request_too_large', method, path, peer, limit: config.maxBodySize, length, decided_by: decidedBy },
+      `${method} ${path} from ${peer} ${size}, over proxy.max_body_size (${config.maxBodySize} bytes); ${answered ? 'refused with 413' : 'the connection was closed (the homeserver had already answered)'}`);
   };
 
   const countStatus = (status: number): void => {
@@ -138,6 +143,8 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     }
     const declaredLength = req.headers['content-length'];
     if (declaredLength !== undefined && Number(declaredLength) > config.maxBodySize) {
+      const target = parsed.target.length > 200 ? parsed.target.slice(0, 200) : parsed.target;
+      logTooLarge(method, target, normalizePeerAddress(req.socket.remoteAddress), Number(declaredLength), 'content-length', true);
       refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
       return;
     }
@@ -262,7 +269,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         if (received > config.maxBodySize) {
           tooLarge = true;
           exchange?.destroy();
-          log.info({ event: 'request_too_large', method, path: logPath, peer, limit: config.maxBodySize }, 'request body over proxy.max_body_size; refused with 413');
+          logTooLarge(method, logPath, peer, received, 'counted', !res.headersSent);
           if (res.headersSent) res.destroy();
           else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
           req.resume();
@@ -278,6 +285,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
 
   const handler = handle as ProxyHandler;
   handler.counters = counters;
-  handler.close = () => pool.close();
+  handler.close = () => {
+    pool.close();
+    unreachableLog.flush();
+    tooLargeLog.flush();
+  };
   return handler;
 }
