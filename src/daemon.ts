@@ -136,6 +136,11 @@ export class Daemon {
     }));
   }
 
+  /** Requests this process is forwarding now (not those of its TLS workers). */
+  get inFlight(): number {
+    return this.proxy?.counters.inFlight ?? 0;
+  }
+
   /** The metrics scrape: counters kept by DaemonMetrics plus what the store and ACME know now. */
   async renderMetrics(): Promise<string> {
     const workers = (await this.pool?.metrics() ?? []) as TrafficCounters[];
@@ -296,7 +301,7 @@ export class Daemon {
         return;
       }
       const force = setTimeout(() => {
-        if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.proxy?.counters.inFlight ?? 0 }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
+        if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.inFlight }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
         for (const socket of this.clientSockets) socket.destroy();
       }, drainMs);
       force.unref();
@@ -321,10 +326,14 @@ export class Daemon {
       // calling stop(), and the primary announces 'stopping' on that answer, so this worker's
       // listeners must already be closed by then.
       const ownListenersClosed = this.closeListeners(drainMs);
-      // Workers stop accepting first (then the shared socket is closed), and drain on their own.
+      // Workers stop accepting first (then the shared socket is closed), and drain on their own;
+      // each tells how many requests it still has in flight.
       const workers = this.pool ? await this.pool.stop(drainMs) : null;
       const announce = this.role !== 'worker' && !options.quiet;
-      if (announce) this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
+      if (announce) {
+        const inFlight = this.inFlight + (workers?.inFlight ?? 0);
+        this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: inFlight }, `stopping: no new connections; waiting for ${inFlight} request(s) in flight`);
+      }
       this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {
