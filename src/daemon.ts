@@ -14,6 +14,7 @@ import { ChallengeTable } from './acme/challenges.js';
 import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
 import { unwritableDirectory } from './certs/files.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
+import { markClosedByFedtls } from './http/closed-by-fedtls.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
@@ -302,7 +303,10 @@ export class Daemon {
       }
       const force = setTimeout(() => {
         if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.inFlight }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
-        for (const socket of this.clientSockets) socket.destroy();
+        for (const socket of this.clientSockets) {
+          markClosedByFedtls(socket);
+          socket.destroy();
+        }
       }, drainMs);
       force.unref();
       for (const { server } of this.listeners) {

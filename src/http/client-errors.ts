@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../ops/log.js';
 import { matrixErrorResponseBytes, sendMatrixError } from './matrix-errors.js';
+import { markClosedByFedtls } from './closed-by-fedtls.js';
 
 interface ParserError extends Error {
   code?: string;
@@ -41,6 +42,8 @@ export function answerClientError(error: ParserError, socket: SocketWithMessage,
   }
   const { status, errcode, message } = refusal(error);
   log.debug({ event: 'request_refused', status, code: error.code, reason: error.reason ?? error.message, peer: socket.remoteAddress }, message);
+  // The client sent something broken (e.g. bad chunk framing mid-upload); it did not go away.
+  markClosedByFedtls(socket);
   // A response already under way on this connection cannot be followed by another.
   if (socket._httpMessage && socket._httpMessage.headersSent) {
     socket.destroy();

@@ -20,6 +20,7 @@ import { sendMatrixError } from './matrix-errors.js';
 import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
 import { lingerBeforeClose } from './lingering-close.js';
+import { markClosedByFedtls, wasClosedByFedtls } from './closed-by-fedtls.js';
 import { takeAwaitingContinue } from './expect-continue.js';
 import { BackendPool, type BodyFraming, type Exchange, type ExchangeHandlers } from './upstream.js';
 
@@ -175,12 +176,14 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     let waitingForDrain = false;
     const sentAt = process.hrtime.bigint();
 
-    // The client went away before its response was complete: drop the upstream exchange now.
+    // The connection closed before the response was complete: drop the upstream exchange now.
+    // Only the client's doing is "client_aborted"; fedtls's own closes are logged where they happen.
+    const socket = req.socket;
     res.once('close', () => {
       if (!res.writableFinished) {
         clientGone = true;
         exchange?.destroy();
-        log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
+        if (!wasClosedByFedtls(socket)) log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
       }
       if (!settled) {
         settled = true;
@@ -236,6 +239,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         if (res.headersSent) {
           // The backend went away (or stalled) mid-body: break the client connection so the cut is visible.
           log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
+          markClosedByFedtls(socket);
           res.destroy();
           return;
         }
@@ -270,7 +274,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
           tooLarge = true;
           exchange?.destroy();
           logTooLarge(method, logPath, peer, received, 'counted', !res.headersSent);
-          if (res.headersSent) res.destroy();
+          if (res.headersSent) {
+            markClosedByFedtls(socket);
+            res.destroy();
+          }
           else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
           req.resume();
           return;
