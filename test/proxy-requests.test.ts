@@ -220,6 +220,35 @@ describe('proxy: requests and headers', () => {
     expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
   });
 
+  it('malformed request lines get an answer that says what is wrong: no leading "/", a space, a URL too long', async () => {
+    const host = `Host: ${PROXY_TEST_NAME}\r\n`;
+    const answer = async (bytes: string): Promise<{ status: number; errcode: string; error: string }> => {
+      const exchange = await fixture.raw(Buffer.from(bytes, 'latin1'));
+      expect(exchange.headers['content-type'], bytes.slice(0, 40)).toBe('application/json');
+      return { status: exchange.status, ...(JSON.parse(exchange.body) as { errcode: string; error: string }) };
+    };
+    const noSlash = await answer(`GET _synapse/admin HTTP/1.1\r\n${host}\r\n`);
+    expect(noSlash).toMatchObject({ status: 400, errcode: 'M_UNRECOGNIZED' });
+    expect(noSlash.error).toBe('Malformed HTTP request: the request-target must start with "/" (or be an absolute URL such as https://host/path, or "*" for OPTIONS)');
+    expect((await answer(`GET example.org:443 HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/must start with "\/"/);
+    expect((await answer(`GET ftp://example.org/x HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/must start with "\/"/);
+    expect((await answer(`GET /a b HTTP/1.1\r\n${host}\r\n`)).error).toBe('Malformed HTTP request: the request-target contains a space; percent-encode it as %20');
+    expect((await answer(`GET /caf\u00c3\u00a9 HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/characters that must be percent-encoded/);
+
+    // The request line alone is over the limit, and the parser stopped where the URL ends: 414.
+    const longUrl = await answer(`GET /_matrix/${'a'.repeat(20_000)} HTTP/1.1\r\n${host}\r\n`);
+    expect(longUrl).toMatchObject({ status: 414, errcode: 'M_TOO_LARGE' });
+    expect(longUrl.error).toMatch(/^The URL is too long/);
+    // 70 KB: Node's parser gives up in the middle of the URL and cannot say which line it was:
+    // 431, naming the URL; and the answer arrives even though the client was still sending.
+    const hugeUrl = await answer(`GET /_matrix/${'a'.repeat(70_000)} HTTP/1.1\r\n${host}\r\n`);
+    expect(hugeUrl).toMatchObject({ status: 431, errcode: 'M_TOO_LARGE' });
+    expect(hugeUrl.error).toMatch(/request line \(with the URL\) and the headers together must stay under 16 KB/);
+    const hugeHeader = await answer(`GET /x HTTP/1.1\r\n${host}X-Big: ${'a'.repeat(70_000)}\r\n\r\n`);
+    expect(hugeHeader.status).toBe(431);
+    expect(fixture.backend.rawReceived().includes(Buffer.from('aaaaaaaaaa'))).toBe(false);
+  });
+
   it('survives garbage: random bytes and cut-off requests never crash the daemon or reach the backend unframed', async () => {
     const valid = `PUT /garbage/target?x=%2F HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 10\r\nX-A: b\r\n\r\n0123456789`;
     let seed = 0x5eed;
