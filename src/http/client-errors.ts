@@ -2,8 +2,9 @@
 // Content-Length, Content-Length with Transfer-Encoding, obs-fold, bad characters, raw
 // non-ASCII in the target, oversized headers, headers not received in time, an HTTP/2
 // preface without ALPN) and when a request asks for something a reverse proxy does not do
-// (CONNECT, unknown Expect). Owns: Matrix JSON errors on the raw socket, never a crash,
-// never forwarding, and one debug log line per refusal (bad clients are not our errors).
+// (CONNECT, unknown Expect), and plain HTTP sent to the TLS port (answered in plain HTTP, like
+// nginx does, instead of an empty reply). Owns: Matrix JSON errors on the raw socket, never a
+// crash, never forwarding, and one debug log line per refusal (bad clients are not our errors).
 
 import { maxHeaderSize } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -123,4 +124,12 @@ export function answerConnect(req: IncomingMessage, socket: Duplex, log: Logger)
 /** An Expect other than 100-continue: 417 (RFC 9110 §10.1.1). */
 export function answerUnknownExpectation(req: IncomingMessage, res: ServerResponse): void {
   sendMatrixError(res, 417, 'M_UNRECOGNIZED', `Expect "${String(req.headers.expect).slice(0, 40)}" is not supported`, { Connection: 'close' });
+}
+
+const PLAIN_HTTP_ANSWER = matrixErrorResponseBytes(400, 'M_UNRECOGNIZED', 'plain HTTP was sent to the HTTPS port; use https://');
+
+/** A connection to a TLS listener that starts with a plain HTTP request (before any handshake): 400 in plain HTTP, then close. */
+export function answerPlainHttp(socket: Duplex & { remoteAddress?: string }, log: Logger): void {
+  log.debug({ event: 'request_refused', status: 400, code: 'PLAIN_HTTP', peer: socket.remoteAddress }, 'plain HTTP on a TLS listener; answered with 400 in plain HTTP');
+  closeLingering(socket, PLAIN_HTTP_ANSWER);
 }
