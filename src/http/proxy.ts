@@ -173,7 +173,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     let tooLarge = false;
     let received = 0;
     let retried = false;
+    /** The client reads the response slower than the backend sends it: the backend is paused. */
     let waitingForDrain = false;
+    /** The backend reads the request body slower than the client sends it: the client is paused. */
+    let bodyWaitsForBackend = false;
     const sentAt = process.hrtime.bigint();
 
     // The connection closed before the response was complete: drop the upstream exchange now.
@@ -232,18 +235,32 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         res.end();
       },
       onDrain() {
+        bodyWaitsForBackend = false;
         if (!tooLarge) req.resume();
       },
       onFail(failure) {
         if (clientGone) return;
+        // Silence on the backend connection while fedtls waits for the client is the client's doing.
+        const clientStalled = failure.kind === 'timeout' && failure.phase === 'response' &&
+          (res.headersSent ? waitingForDrain : framing !== 'none' && !req.complete && !bodyWaitsForBackend);
         if (res.headersSent) {
-          // The backend went away (or stalled) mid-body: break the client connection so the cut is visible.
-          log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
+          // Mid-response: break the client connection so the cut is visible (never a
+          // truncated response that looks complete).
+          if (clientStalled) {
+            log.debug({ event: 'client_stalled', method, path: logPath, peer, stalled: 'response' }, `the client read nothing of the response for proxy.response_timeout (${config.responseTimeoutMs} ms); closed the connection`);
+          } else {
+            log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
+          }
           markClosedByFedtls(socket);
           res.destroy();
           return;
         }
         if (tooLarge) return;
+        if (clientStalled) {
+          log.debug({ event: 'client_stalled', method, path: logPath, peer, stalled: 'request_body' }, `the client sent nothing more of the request body for proxy.response_timeout (${config.responseTimeoutMs} ms); refused with 408`);
+          refuse(req, res, 408, 'M_UNKNOWN', 'The request body did not arrive in time (proxy.response_timeout)');
+          return;
+        }
         if (failure.kind === 'closed' && failure.retryable && !retried) {
           retried = true;
           log.debug({ event: 'backend_retry', path: logPath, error: failure.code }, 'a pooled backend connection was closed by the backend; retrying once on a new one');
@@ -282,7 +299,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
           req.resume();
           return;
         }
-        if (exchange && !exchange.writeBody(chunk)) req.pause();
+        if (exchange && !exchange.writeBody(chunk)) {
+          bodyWaitsForBackend = true;
+          req.pause();
+        }
       });
       req.once('end', () => {
         if (!tooLarge) exchange?.endBody();
