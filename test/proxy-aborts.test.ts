@@ -94,9 +94,19 @@ describe('proxy: clients that give up', () => {
     expect((await refused).status).toBe(400);
     expect(await eventually(() => record.aborted, 5000)).toBe(true);
     await fixture.daemon.waitForLog((l) => l.event === 'request_refused' && l.code === 'HPE_INVALID_CHUNK_SIZE', 5000, 'request_refused');
-    // The client that really goes away is still named.
+    // The client that really goes away is still named: one that closes, one that ends its side mid-body.
     await abortedLongPoll(fixture, '/_matrix/client/v3/sync?timeout=30000&since=blame', 200);
     await fixture.daemon.waitForLog((l) => l.event === 'client_aborted' && String(l.path).includes('since=blame'), 5000, 'client_aborted');
+    const halfTarget = '/_matrix/media/v3/upload?filename=half-closed';
+    const halfClosed = tls.connect({ host: '127.0.0.1', port: fixture.port, servername: PROXY_TEST_NAME, ca: fixture.ca }, () => {
+      halfClosed.write(`PUT ${halfTarget} HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 1000\r\n\r\n0123456789`);
+    });
+    halfClosed.on('error', () => undefined);
+    halfClosed.on('data', () => undefined);
+    await fixture.backend.waitForRequest(halfTarget, 5000);
+    halfClosed.end();
+    await fixture.daemon.waitForLog((l) => l.event === 'client_aborted' && l.path === halfTarget, 5000, 'client_aborted (ended mid-body)');
+    halfClosed.destroy();
     const blamed = fixture.daemon.logs.filter((l) => l.event === 'client_aborted').map((l) => String(l.path));
     expect(blamed.filter((path) => path.startsWith('/cut') || path.includes('bad-framing'))).toEqual([]);
   });

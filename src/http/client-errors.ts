@@ -101,8 +101,9 @@ export function answerClientError(error: ParserError, socket: SocketWithMessage,
   }
   const { status, errcode, message } = refusal(error);
   log.debug({ event: 'request_refused', status, code: error.code, reason: error.reason ?? error.message, peer: socket.remoteAddress }, message);
-  // The client sent something broken (e.g. bad chunk framing mid-upload); it did not go away.
-  markClosedByFedtls(socket);
+  // The client sent something broken (e.g. bad chunk framing mid-upload): fedtls closes the
+  // connection, the client did not go away. A connection that ended mid-request did.
+  if (error.code !== 'HPE_INVALID_EOF_STATE') markClosedByFedtls(socket);
   // A response already under way on this connection cannot be followed by another.
   if (socket._httpMessage && socket._httpMessage.headersSent) {
     socket.destroy();
