@@ -30,7 +30,7 @@ class UsageError extends Error {}
  * (https://example.org:8448/ → example.org:8448), or the server part of a Matrix ID
  * (@alice:example.org → example.org). Null when no valid name can be made of it.
  */
-export function serverNameFrom(text: string): string | null {
+function serverNameFrom(text: string): string | null {
   let rest = text.trim();
   const url = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(rest);
   if (url) rest = url[1]!.replace(/^[^@]*@/, '');

@@ -6,9 +6,8 @@
 // nginx does, instead of an empty reply). Owns: Matrix JSON errors on the raw socket, never a
 // crash, never forwarding, and one debug log line per refusal (bad clients are not our errors).
 
-import { maxHeaderSize } from 'node:http';
+import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../ops/log.js';
 import { matrixErrorResponseBytes, sendMatrixError } from './matrix-errors.js';
 import { markClosedByFedtls } from './closed-by-fedtls.js';

@@ -5,8 +5,8 @@
 // bodies both ways with backpressure, the backend timeouts, and tearing the other side down
 // when either side goes away: a client that leaves destroys the upstream request at once; a
 // backend that dies mid-response breaks the client connection (never a truncated response
-// that looks complete). Errors fedtls makes itself are Matrix JSON. Nothing here throws into
-// the event loop.
+// that looks complete); the log blames the side that went away or stalled, not the other.
+// Errors fedtls makes itself are Matrix JSON. Nothing here throws into the event loop.
 // The backend side is upstream.ts, not http-proxy (which merges "//" in paths, folds repeated
 // request headers, and cannot tell a backend timeout from a reset; see DESIGN.md) nor
 // node:http's client (its per-request cost, measured in bench/README.md).
@@ -294,8 +294,9 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
           if (res.headersSent) {
             markClosedByFedtls(socket);
             res.destroy();
+          } else {
+            refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
           }
-          else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
           req.resume();
           return;
         }
