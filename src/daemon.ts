@@ -18,6 +18,7 @@ import { ChallengeTable } from './acme/challenges.js';
 import { AcmeManager, acmeCertificateSource } from './acme/manager.js';
 import { unwritableDirectory } from './certs/files.js';
 import { createChallengeHandler } from './http/challenge-listener.js';
+import { markClosedByFedtls } from './http/closed-by-fedtls.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
@@ -152,6 +153,11 @@ export class Daemon {
       serverName: config.serverName, startedAt: this.startedAt, listeners: this.announcedListeners,
       store: this.store, acme: this.acme, backend: config.proxy.backend,
     }));
+  }
+
+  /** Requests this process is forwarding now (not those of its TLS workers). */
+  get inFlight(): number {
+    return this.proxy?.counters.inFlight ?? 0;
   }
 
   /** The metrics scrape: counters kept by DaemonMetrics plus what the store and ACME know now. */
@@ -356,8 +362,11 @@ export class Daemon {
         return;
       }
       const force = setTimeout(() => {
-        if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.proxy?.counters.inFlight ?? 0 }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
-        for (const socket of this.clientSockets) socket.destroy();
+        if (this.clientSockets.size > 0) this.log.warn({ event: 'drain_timeout', connections: this.clientSockets.size, in_flight: this.inFlight }, `shutdown.drain_timeout reached: closing ${this.clientSockets.size} connection(s) still open`);
+        for (const socket of this.clientSockets) {
+          markClosedByFedtls(socket);
+          socket.destroy();
+        }
       }, drainMs);
       force.unref();
       for (const { server } of this.listeners) {
@@ -381,10 +390,14 @@ export class Daemon {
       // calling stop(), and the primary announces 'stopping' on that answer, so this worker's
       // listeners must already be closed by then.
       const ownListenersClosed = this.closeListeners(drainMs);
-      // Workers stop accepting first (then the shared socket is closed), and drain on their own.
+      // Workers stop accepting first (then the shared socket is closed), and drain on their own;
+      // each tells how many requests it still has in flight.
       const workers = this.pool ? await this.pool.stop(drainMs) : null;
       const announce = this.role !== 'worker' && !options.quiet;
-      if (announce) this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: this.proxy?.counters.inFlight ?? 0 }, 'stopping: no new connections; waiting for requests in flight');
+      if (announce) {
+        const inFlight = this.inFlight + (workers?.inFlight ?? 0);
+        this.log.info({ event: 'stopping', drain_timeout_ms: drainMs, in_flight: inFlight }, `stopping: no new connections; waiting for ${inFlight} request(s) in flight`);
+      }
       this.expiryWatch.stop();
       // Idle keep-alive connections would hold close() open: close them as they go idle.
       const idleSweep = setInterval(() => {

@@ -32,8 +32,8 @@ function rawRequest(port: number, request: string): Promise<Answer> {
 const get = (port: number, target: string, host = 'hs.fedtls.test'): Promise<Answer> =>
   rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
 
-async function listen(redirectToHttps: boolean, challenges: ChallengeTable): Promise<http.Server> {
-  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps, redirectHosts: new Set(['hs.fedtls.test']), log: captureLog().log }));
+async function listen(redirectToHttps: boolean, challenges: ChallengeTable, log = captureLog().log): Promise<http.Server> {
+  const server = http.createServer(createChallengeHandler({ challenges, redirectToHttps, redirectHosts: new Set(['hs.fedtls.test']), log }));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return server;
 }
@@ -98,5 +98,29 @@ describe('challenge responder', () => {
     const other = await get(port(redirecting), '/_matrix/federation/v1/version', 'hs.fedtls.test:80');
     expect(other.status).toBe(301);
     expect(other.headers.location).toBe('https://hs.fedtls.test/_matrix/federation/v1/version');
+  });
+
+  it('unknown tokens: 300 probes with no validation pending stay at debug; while one is pending, each is logged at info', async () => {
+    const capture = captureLog();
+    const own = new ChallengeTable();
+    const server = await listen(false, own, capture.log);
+    try {
+      const unknown = (): Promise<unknown[]> => Promise.all(Array.from({ length: 50 }, (_, i) => get(port(server), `/.well-known/acme-challenge/probe${i}`)));
+      for (let round = 0; round < 6; round += 1) await unknown();
+      const probes = capture.lines.filter((l) => l.event === 'acme_challenge_unknown');
+      expect(probes).toHaveLength(300);
+      expect(probes.every((l) => l.level === 20 && l.pending === 0)).toBe(true);
+      expect(capture.lines.filter((l) => (l.level ?? 0) >= 30)).toEqual([]);
+
+      own.add(TOKEN, KEY_AUTHORIZATION, 'hs.fedtls.test');
+      expect((await get(port(server), '/.well-known/acme-challenge/someoneElsesToken')).status).toBe(404);
+      expect((await get(port(server), `/.well-known/acme-challenge/${TOKEN}`)).status).toBe(200);
+      const info = capture.lines.filter((l) => l.event === 'acme_challenge_unknown' && l.level === 30);
+      expect(info).toHaveLength(1);
+      expect(info[0]).toMatchObject({ path: '/.well-known/acme-challenge/someoneElsesToken', pending: 1 });
+      expect(String(info[0]!.msg)).toMatch(/while 1 validation\(s\) are pending: if this is the CA, another ACME client is validating this name too/);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -256,6 +256,10 @@ describe('fedtls check', () => {
     expect(version.fix).toContain('`backend`');
   });
 
+});
+
+// Usage errors need no federation setup: they are refused before anything is looked up.
+describe('fedtls check: usage errors', () => {
   it('bad options are refused with what to write instead (exit 2)', async () => {
     for (const [args, message] of [
       [['x.test', '--resolver', 'dns.example'], /--resolver "dns.example" is not IP:PORT/],
@@ -266,6 +270,27 @@ describe('fedtls check', () => {
       const run = runCli(['check', ...args]);
       expect(await run.exited).toBe(2);
       expect(run.stderr()).toMatch(message);
+    }
+  });
+
+  it('a server name that is a URL or a Matrix ID is a usage error (exit 2) that gives the name to pass instead', async () => {
+    const runs = await Promise.all(([
+      ['https://x', /^fedtls check: "https:\/\/x" is not a server name .*; give "x": fedtls check x\n$/],
+      ['https://Matrix.Example.org:8448/_matrix/federation/v1/version', /give "matrix\.example\.org:8448": fedtls check matrix\.example\.org:8448/],
+      ['https://[2001:db8::1]:8448/', /give "\[2001:db8::1\]:8448"/],
+      ['@alice:example.org', /give "example\.org": fedtls check example\.org/],
+      ['#room:example.org:8448', /give "example\.org:8448"/],
+      ['example.org/', /give "example\.org"/],
+      ['exa mple.org', /"exa mple\.org" is not a server name .*e\.g\. fedtls check example\.org/],
+      ['example.org:99999', /"example\.org:99999" is not a server name/],
+    ] as const).map(async ([name, message]) => {
+      const run = runCli(['check', name, '--timeout', '1']);
+      return { name, message, code: await run.exited, stderr: run.stderr(), stdout: run.stdout() };
+    }));
+    for (const { name, message, code, stderr, stdout } of runs) {
+      expect(code, name).toBe(2);
+      expect(stderr, name).toMatch(message);
+      expect(stdout, name).toBe(''); // refused before any check ran
     }
   });
 });

@@ -11,9 +11,15 @@ import { eventually, httpsRequest, processStats, PROXY_TEST_NAME, startProxyFixt
 
 const MB = 1024 * 1024;
 
-/** Long-polls never answer on their own; uploads are read and answered at the end. */
+/** Long-polls never answer on their own; /cut dies mid-response; uploads are read and answered at the end. */
 const responder: Responder = (req, res, record) => {
   if ((req.url ?? '').includes('/sync')) return;
+  if ((req.url ?? '').startsWith('/cut')) {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '1000' });
+    res.write('{"partial":');
+    setTimeout(() => req.socket.destroy(), 50);
+    return;
+  }
   req.on('data', () => undefined);
   req.on('end', () => {
     const body = JSON.stringify({ received: record.bodyBytes });
@@ -74,6 +80,35 @@ describe('proxy: clients that give up', () => {
     const logged = await fixture.daemon.waitForLog((l) => l.event === 'client_aborted' && String(l.path).startsWith('/_matrix/media/v3/upload'), 5000, 'client_aborted');
     expect(logged.level).toBeLessThan(50);
     expect((await httpsRequest(fixture, { path: '/_matrix/federation/v1/version' })).status).toBe(200);
+  });
+
+  it('client_aborted blames the client only when it went away: not for a backend cut or a request fedtls refused mid-body', async () => {
+    // The homeserver dies mid-response: fedtls breaks the client connection itself.
+    const cut = await httpsRequest(fixture, { path: '/cut/mid-body' });
+    expect(cut.complete).toBe(false);
+    await fixture.daemon.waitForLog((l) => l.event === 'backend_response_cut' && l.path === '/cut/mid-body', 5000, 'backend_response_cut');
+    // A chunked upload whose framing breaks after the first chunk: refused, and the upstream request dropped.
+    const target = '/_matrix/media/v3/upload?filename=bad-framing';
+    const refused = fixture.raw(`PUT ${target} HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n`);
+    const record = await fixture.backend.waitForRequest(target, 5000);
+    expect((await refused).status).toBe(400);
+    expect(await eventually(() => record.aborted, 5000)).toBe(true);
+    await fixture.daemon.waitForLog((l) => l.event === 'request_refused' && l.code === 'HPE_INVALID_CHUNK_SIZE', 5000, 'request_refused');
+    // The client that really goes away is still named: one that closes, one that ends its side mid-body.
+    await abortedLongPoll(fixture, '/_matrix/client/v3/sync?timeout=30000&since=blame', 200);
+    await fixture.daemon.waitForLog((l) => l.event === 'client_aborted' && String(l.path).includes('since=blame'), 5000, 'client_aborted');
+    const halfTarget = '/_matrix/media/v3/upload?filename=half-closed';
+    const halfClosed = tls.connect({ host: '127.0.0.1', port: fixture.port, servername: PROXY_TEST_NAME, ca: fixture.ca }, () => {
+      halfClosed.write(`PUT ${halfTarget} HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 1000\r\n\r\n0123456789`);
+    });
+    halfClosed.on('error', () => undefined);
+    halfClosed.on('data', () => undefined);
+    await fixture.backend.waitForRequest(halfTarget, 5000);
+    halfClosed.end();
+    await fixture.daemon.waitForLog((l) => l.event === 'client_aborted' && l.path === halfTarget, 5000, 'client_aborted (ended mid-body)');
+    halfClosed.destroy();
+    const blamed = fixture.daemon.logs.filter((l) => l.event === 'client_aborted').map((l) => String(l.path));
+    expect(blamed.filter((path) => path.startsWith('/cut') || path.includes('bad-framing'))).toEqual([]);
   });
 
   it('P3: a /sync long-poll closed after 1 s: the upstream request is destroyed within about a second', async () => {

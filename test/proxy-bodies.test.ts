@@ -233,3 +233,44 @@ describe('proxy: bodies', () => {
     expect((await httpsRequest(fixture, { path: '/still-serving' })).status).toBe(200);
   });
 });
+
+describe('proxy: the body limit in the log', () => {
+  let fixture: ProxyFixture;
+
+  beforeAll(async () => {
+    fixture = await startProxyFixture({ proxy: { max_body_size: '1M' }, logLevel: 'info' });
+    fixture.backend.respond = responder;
+  });
+
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it('every 413 logs request_too_large the same way, whether decided by Content-Length, before a 100 Continue, or by counting a chunked body; a flood is capped', async () => {
+    const byLength = await upload(fixture, { path: '/limit/by-length', bytes: 2 * MB });
+    const beforeBody = await upload(fixture, { path: '/limit/expect', bytes: 2 * MB, expectContinue: true });
+    const counted = await upload(fixture, { path: '/limit/chunked', bytes: 2 * MB, chunked: true });
+    expect([byLength.status, beforeBody.status, counted.status]).toEqual([413, 413, 413]);
+    expect(beforeBody.sawContinue).toBe(false);
+
+    const lines = await Promise.all(['/limit/by-length', '/limit/expect', '/limit/chunked'].map((path) =>
+      fixture.daemon.waitForLog((l) => l.event === 'request_too_large' && l.path === path, 5000, `request_too_large for ${path}`)));
+    expect(lines.map((l) => [l.level, l.method, l.decided_by, l.limit, l.suppressed])).toEqual([
+      [30, 'PUT', 'content-length', MB, 0],
+      [30, 'PUT', 'content-length', MB, 0],
+      [30, 'PUT', 'counted', MB, 0],
+    ]);
+    expect(lines.map((l) => l.length)).toEqual([2 * MB, 2 * MB, expect.any(Number)]);
+    expect(Number(lines[2]!.length)).toBeGreaterThan(MB);
+    const fields = (l: object): string => Object.keys(l).filter((k) => k !== 'msg' && k !== 'time').sort().join(',');
+    expect(new Set(lines.map(fields)).size).toBe(1);
+    expect(String(lines[0]!.msg)).toMatch(/^PUT \/limit\/by-length from 127\.0\.0\.1 declares a body of 2097152 bytes, over proxy\.max_body_size \(1048576 bytes\); refused with 413$/);
+
+    // Any client can send these at will: the first 5 in a minute are logged one by one, the rest counted.
+    const flood = await Promise.all(Array.from({ length: 30 }, (_, i) => fixture.raw(
+      `PUT /limit/flood/${i} HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: ${5 * MB}\r\nConnection: close\r\n\r\n`)));
+    expect(flood.every((r) => r.status === 413)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(fixture.daemon.logs.filter((l) => l.event === 'request_too_large')).toHaveLength(5);
+  });
+});

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import http2 from 'node:http2';
+import net from 'node:net';
 import tls from 'node:tls';
 import type { Responder } from './helpers/backend.js';
 import { httpsRequest, processStats, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
@@ -218,6 +219,76 @@ describe('proxy: requests and headers', () => {
     }
     expect(fixture.backend.requests.length).toBe(before);
     expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
+  });
+
+  it('malformed request lines get an answer that says what is wrong: no leading "/", a space, a URL too long', async () => {
+    const host = `Host: ${PROXY_TEST_NAME}\r\n`;
+    const answer = async (bytes: string): Promise<{ status: number; errcode: string; error: string }> => {
+      const exchange = await fixture.raw(Buffer.from(bytes, 'latin1'));
+      expect(exchange.headers['content-type'], bytes.slice(0, 40)).toBe('application/json');
+      return { status: exchange.status, ...(JSON.parse(exchange.body) as { errcode: string; error: string }) };
+    };
+    const noSlash = await answer(`GET _synapse/admin HTTP/1.1\r\n${host}\r\n`);
+    expect(noSlash).toMatchObject({ status: 400, errcode: 'M_UNRECOGNIZED' });
+    expect(noSlash.error).toBe('Malformed HTTP request: the request-target must start with "/" (or be an absolute URL such as https://host/path, or "*" for OPTIONS)');
+    expect((await answer(`GET example.org:443 HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/must start with "\/"/);
+    expect((await answer(`GET ftp://example.org/x HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/must start with "\/"/);
+    expect((await answer(`GET /a b HTTP/1.1\r\n${host}\r\n`)).error).toBe('Malformed HTTP request: the request-target contains a space; percent-encode it as %20');
+    expect((await answer(`GET /caf\u00c3\u00a9 HTTP/1.1\r\n${host}\r\n`)).error).toMatch(/characters that must be percent-encoded/);
+
+    // The request line alone is over the limit, and the parser stopped where the URL ends: 414.
+    const longUrl = await answer(`GET /_matrix/${'a'.repeat(20_000)} HTTP/1.1\r\n${host}\r\n`);
+    expect(longUrl).toMatchObject({ status: 414, errcode: 'M_TOO_LARGE' });
+    expect(longUrl.error).toMatch(/^The URL is too long/);
+    // 70 KB: Node's parser gives up in the middle of the URL and cannot say which line it was:
+    // 431, naming the URL; and the answer arrives even though the client was still sending.
+    const hugeUrl = await answer(`GET /_matrix/${'a'.repeat(70_000)} HTTP/1.1\r\n${host}\r\n`);
+    expect(hugeUrl).toMatchObject({ status: 431, errcode: 'M_TOO_LARGE' });
+    expect(hugeUrl.error).toMatch(/request line \(with the URL\) and the headers together must stay under 16 KB/);
+    const hugeHeader = await answer(`GET /x HTTP/1.1\r\n${host}X-Big: ${'a'.repeat(70_000)}\r\n\r\n`);
+    expect(hugeHeader.status).toBe(431);
+    expect(fixture.backend.rawReceived().includes(Buffer.from('aaaaaaaaaa'))).toBe(false);
+  });
+
+  it('plain HTTP sent to the TLS port gets a plain-HTTP 400 saying to use https:// (not an empty reply); TLS goes on', async () => {
+    // A raw socket, the method's first byte alone in the first segment.
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(fixture.port, '127.0.0.1', () => {
+        socket.setNoDelay(true);
+        socket.write('G');
+        setTimeout(() => socket.write(`ET /plain-http/raw HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}:${fixture.port}\r\n\r\n`), 50);
+      });
+      let text = '';
+      socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(raw).toMatch(/\r\nContent-Type: application\/json\r\n/);
+    expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ errcode: 'M_UNRECOGNIZED', error: 'plain HTTP was sent to the HTTPS port; use https://' });
+
+    // What an admin types.
+    const curl = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile('curl', ['-sS', '-w', '\n%{http_code}', `http://127.0.0.1:${fixture.port}/plain-http/curl`],
+        (error, out) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout: out }));
+    });
+    expect(curl.code).toBe(0);
+    const [body, status] = curl.stdout.split('\n');
+    expect(status).toBe('400');
+    expect(JSON.parse(body!).error).toMatch(/use https:\/\//);
+
+    // Binary garbage that is neither TLS nor HTTP still just fails the handshake.
+    const garbage = await new Promise<string>((resolve) => {
+      const socket = net.connect(fixture.port, '127.0.0.1', () => socket.write(Buffer.from([0x00, 0x01, 0x02, 0xff, 0x00, 0x01, 0x02, 0xff])));
+      let text = '';
+      socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(text));
+    });
+    expect(garbage).not.toMatch(/^HTTP/);
+    expect(fixture.backend.requests.some((r) => r.target.startsWith('/plain-http/'))).toBe(false);
+    expect((await httpsRequest(fixture, { path: '/after-plain-http' })).status).toBe(200);
+    expect(fixture.daemon.logs.filter((l) => l.event === 'request_refused' && l.code === 'PLAIN_HTTP')).toHaveLength(2);
   });
 
   it('survives garbage: random bytes and cut-off requests never crash the daemon or reach the backend unframed', async () => {

@@ -13,7 +13,22 @@ import { eventually, httpsRequest, PROXY_TEST_NAME, startProxyFixture, type Prox
 const responder: Responder = (req, res) => {
   const url = req.url ?? '';
   req.resume();
-  if (url.startsWith('/hang')) return; // never answers
+  if (url.startsWith('/hang') || url.startsWith('/upload-stall')) return; // never answers (reads what comes)
+  if (url.startsWith('/download')) {
+    const chunk = Buffer.alloc(256 * 1024, 0x62);
+    const total = 40 * 1024 * 1024;
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(total) });
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < total) {
+        sent += chunk.length;
+        if (!res.write(chunk)) { res.once('drain', pump); return; }
+      }
+      res.end();
+    };
+    pump();
+    return;
+  }
   if (url.startsWith('/stall-body')) {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100' });
     res.write('{"started":');
@@ -102,6 +117,39 @@ describe('proxy: timeouts and the backend pool', () => {
     expect(response.status).toBe(200);
     expect(response.complete).toBe(false);
     expect(response.body.toString()).toBe('{"started":');
+    await fixture.daemon.waitForLog((l) => l.event === 'backend_response_cut' && l.path === '/stall-body', 5000, 'backend_response_cut');
+  });
+
+  it('a client that stalls is not blamed on the homeserver: a paused download is cut, a stalled upload gets 408, both logged at debug', async () => {
+    // Stops reading a 40 MB download: fedtls pauses the backend, and after proxy.response_timeout closes the connection.
+    const download = await new Promise<{ bytes: number }>((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: fixture.port, servername: PROXY_TEST_NAME, ca: fixture.ca }, () => {
+        socket.write(`GET /download/paused HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\n`);
+        socket.once('data', () => {
+          socket.pause();
+          setTimeout(() => socket.resume(), 4000);
+        });
+      });
+      let bytes = 0;
+      socket.on('data', (d: Buffer) => { bytes += d.length; });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve({ bytes }));
+    });
+    expect(download.bytes).toBeLessThan(40 * 1024 * 1024);
+    const paused = await fixture.daemon.waitForLog((l) => l.event === 'client_stalled' && l.path === '/download/paused', 5000, 'client_stalled (response)');
+    expect(paused).toMatchObject({ level: 20, stalled: 'response' });
+
+    // Sends part of an upload, then nothing: 408, not "the homeserver did not answer in time".
+    const upload = await openAndWait(fixture, `PUT /upload-stall HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(100_000)}`);
+    expect(upload.response).toMatch(/^HTTP\/1\.1 408 /);
+    expect(jsonOf(upload.response)).toEqual({ errcode: 'M_UNKNOWN', error: 'The request body did not arrive in time (proxy.response_timeout)' });
+    const stalled = await fixture.daemon.waitForLog((l) => l.event === 'client_stalled' && l.path === '/upload-stall', 5000, 'client_stalled (request body)');
+    expect(stalled).toMatchObject({ level: 20, stalled: 'request_body' });
+    const record = fixture.backend.requests.find((r) => r.target === '/upload-stall')!;
+    expect(await eventually(() => record.aborted, 5000)).toBe(true);
+
+    const blamed = fixture.daemon.logs.filter((l) => (l.event === 'backend_response_cut' || l.event === 'backend_timeout') && /download|upload-stall/.test(String(l.path)));
+    expect(blamed).toEqual([]);
   });
 
   it('slow client headers: 408 Matrix JSON after proxy.header_timeout; a silent connection is closed too', async () => {

@@ -63,7 +63,8 @@ describe('graceful shutdown', () => {
     const { daemon, port } = await start('30s');
     const { exchange } = await inFlight(port, '/slow');
     daemon.signal('SIGTERM');
-    await daemon.waitForLog((l) => l.event === 'stopping', 10_000, 'stopping');
+    const stopping = await daemon.waitForLog((l) => l.event === 'stopping', 10_000, 'stopping');
+    expect(stopping.in_flight).toBe(1);
     // New connections are refused while the old request is still being answered.
     expect(await connectRefused(port)).toBe('ECONNREFUSED');
     expect(daemon.child.exitCode).toBeNull();
@@ -72,6 +73,24 @@ describe('graceful shutdown', () => {
     expect(JSON.parse(answer.body)).toEqual({ ok: true, target: '/slow' });
     expect(await daemon.exited).toBe(0);
     expect(daemon.logs.some((l) => l.event === 'drain_timeout')).toBe(false);
+    expect(daemon.logs.at(-1)?.event).toBe('stopped');
+  });
+
+  it('with TLS workers (workers: 2), "stopping" counts the requests in flight in the workers, and they finish', async () => {
+    const { configFile } = await writeManualDaemonConfig(tempDir(), NAME, backend.url, { workers: 2, shutdown: { drain_timeout: '30s' } });
+    const daemon = await startDaemon(configFile);
+    daemons.push(daemon);
+    const port = boundPort(daemon, 'federation');
+    const first = await inFlight(port, '/hold');
+    const second = await inFlight(port, '/hold');
+    daemon.signal('SIGTERM');
+    const stopping = await daemon.waitForLog((l) => l.event === 'stopping', 10_000, 'stopping');
+    expect(stopping.in_flight).toBe(2);
+    expect(String(stopping.msg)).toMatch(/waiting for 2 request\(s\) in flight/);
+    for (const h of held.splice(0)) h.release();
+    expect((await first.exchange).status).toBe(200);
+    expect((await second.exchange).status).toBe(200);
+    expect(await daemon.exited).toBe(0);
     expect(daemon.logs.at(-1)?.event).toBe('stopped');
   });
 

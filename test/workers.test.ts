@@ -5,6 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import tls from 'node:tls';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
@@ -101,6 +102,22 @@ describe('TLS worker processes', () => {
     const reused: boolean[] = [];
     for (let i = 0; i < 6; i++) reused.push((await connect(ticket!)).reused);
     expect(reused).toEqual(Array(6).fill(true));
+  });
+
+  it('every worker answers plain HTTP on the TLS port with a plain-HTTP 400 (round-robin reaches both)', async () => {
+    const plain = (): Promise<string> => new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET /plain HTTP/1.1\r\nHost: ${NAME}\r\n\r\n`));
+      let text = '';
+      socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+    });
+    for (let i = 0; i < 4; i++) {
+      const answer = await plain();
+      expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      expect(answer).toContain('plain HTTP was sent to the HTTPS port; use https://');
+    }
+    expect((await rawTlsRequest({ port, servername: NAME, request: `GET /after-plain HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n` })).status).toBe(200);
   });
 
   it('replaces a worker that dies, and the new one serves the current certificate', async () => {

@@ -1,6 +1,7 @@
 // `fedtls check [SERVER_NAME]`: a federation tester in one command. Validates its options
-// (each bad one named with what to write instead), takes the server name from the argument
-// or from the config's server_name, runs the check and prints the report (text or --json).
+// (each bad one named with what to write instead, a URL or Matrix ID given as the server name
+// too), takes the server name from the argument or from the config's server_name, runs the
+// check and prints the report (text or --json).
 // Exit 0 when a remote homeserver would federate (warnings allowed), 1 when not, 2 on usage errors.
 
 import { readFileSync } from 'node:fs';
@@ -8,6 +9,7 @@ import { ConfigError, loadConfig } from '../config/load.js';
 import { splitPemBlocks } from '../certs/pem.js';
 import { parseResolverAddress } from '../discovery/dns.js';
 import { runCheck } from '../discovery/check.js';
+import { isValidServerName } from '../discovery/resolve.js';
 import { formatReportJson, formatReportText } from '../discovery/report.js';
 
 export interface CheckCommandOptions {
@@ -22,6 +24,27 @@ export interface CheckCommandOptions {
 }
 
 class UsageError extends Error {}
+
+/**
+ * What to pass instead of something that is not a server name: the URL's host[:port]
+ * (https://example.org:8448/ → example.org:8448), or the server part of a Matrix ID
+ * (@alice:example.org → example.org). Null when no valid name can be made of it.
+ */
+function serverNameFrom(text: string): string | null {
+  let rest = text.trim();
+  const url = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(rest);
+  if (url) rest = url[1]!.replace(/^[^@]*@/, '');
+  else if (/^[@!#$+]/.test(rest) && rest.includes(':')) rest = rest.slice(rest.indexOf(':') + 1);
+  rest = rest.split(/[/?#]/, 1)[0]!.replace(/\.$/, '').toLowerCase();
+  return rest !== '' && isValidServerName(rest) ? rest : null;
+}
+
+function checkServerName(text: string): void {
+  if (isValidServerName(text.toLowerCase())) return;
+  const instead = serverNameFrom(text);
+  throw new UsageError(`"${text}" is not a server name (a host name or IP address, optionally with :port; no scheme, no path); ` +
+    (instead ? `give "${instead}": fedtls check ${instead}` : 'give the part after the colon in a Matrix ID, e.g. fedtls check example.org'));
+}
 
 function port(text: string | undefined, option: string, fallback: number): number {
   if (text === undefined) return fallback;
@@ -45,6 +68,7 @@ function readRoots(file: string | undefined): string[] {
 
 export async function checkCommand(options: CheckCommandOptions): Promise<number> {
   try {
+    if (options.serverName?.trim()) checkServerName(options.serverName.trim());
     let serverName = options.serverName?.trim().toLowerCase();
     let configuredDelegation: string | null = null;
     if (!serverName) {

@@ -76,10 +76,16 @@ async function hostWithoutPort(name: string, certNameReason: string, options: Re
   return [{ host: name, port: options.fallbackPort, certName: name, hostHeader: name, certNameReason }];
 }
 
+/** A Matrix server name: a host name or IP literal, with an optional port (no scheme, no path). */
+export function isValidServerName(serverName: string): boolean {
+  const parts = splitHostPort(serverName);
+  return parts !== null && (isIP(parts.host) !== 0 || isValidHostname(parts.host)) && (parts.port === null || (parts.port >= 1 && parts.port <= 65535));
+}
+
 export async function resolveServerName(serverName: string, options: ResolveOptions): Promise<Resolution> {
   const findings: Finding[] = [];
   const parts = splitHostPort(serverName);
-  if (!parts || (!isIP(parts.host) && !isValidHostname(parts.host)) || (parts.port !== null && (parts.port < 1 || parts.port > 65535))) {
+  if (!parts || !isValidServerName(serverName)) {
     findings.push({ check: 'server_name', status: 'fail', summary: `"${serverName}" is not a valid server name (host name or IP literal, optional :port)`, fix: 'give the part after the colon in a Matrix ID, e.g. example.org' });
     return { findings, targets: [] };
   }

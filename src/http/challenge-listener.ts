@@ -3,6 +3,9 @@
 // redirected), before and after a certificate exists; other requests get 404, or a redirect
 // to https:// when `http.redirect_to_https` is on (only for host names fedtls serves, so the
 // port-80 listener is never an open redirect). Never reads files from disk.
+// Logs: a request for a token fedtls does not know is logged at info only while a validation
+// is pending (then it is what an admin needs to see: another ACME client may be validating
+// the same name, or something rewrites the path); otherwise it is a scanner on a public port (debug).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ChallengeTable } from '../acme/challenges.js';
@@ -34,7 +37,10 @@ export function createChallengeHandler(options: ChallengeHandlerOptions): (req: 
       const keyAuthorization = (req.method === 'GET' || req.method === 'HEAD') && ChallengeTable.isWellFormedToken(token)
         ? challenges.lookup(token) : null;
       if (keyAuthorization === null) {
-        log.info({ event: 'acme_challenge_unknown', path: pathOnly.slice(0, 200), peer: req.socket.remoteAddress }, 'request for an unknown ACME challenge token');
+        const pending = challenges.size;
+        const fields = { event: 'acme_challenge_unknown', path: pathOnly.slice(0, 200), method: req.method, peer: req.socket.remoteAddress, pending };
+        if (pending > 0) log.info(fields, `request for an unknown ACME challenge token while ${pending} validation(s) are pending: if this is the CA, another ACME client is validating this name too, or something in front of fedtls changes the path`);
+        else log.debug(fields, 'request for an unknown ACME challenge token (no validation pending)');
         sendText(res, 404, 'Not found\n');
         return;
       }

@@ -5,6 +5,7 @@
 // answer), reading and discarding what the client still sends, and closing when the client
 // stops (idle) or after a bounded time. Only sockets it is asked to treat are touched.
 
+import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 
 const LINGER_IDLE_MS = 1000;
@@ -18,13 +19,23 @@ const LINGER_MAX_MS = 5000;
 export function lingerBeforeClose(socket: Socket | null): void {
   if (!socket || socket.destroyed) return;
   (socket as Socket & { destroySoon: () => void }).destroySoon = function lingeringDestroySoon(this: Socket) {
-    if (this.writable) this.end();
-    const destroy = (): void => { this.destroy(); };
-    const deadline = setTimeout(destroy, LINGER_MAX_MS);
-    deadline.unref();
-    this.setTimeout(LINGER_IDLE_MS, destroy);
-    this.once('end', destroy);
-    this.once('close', () => clearTimeout(deadline));
-    this.resume();
+    closeLingering(this);
   };
+}
+
+/**
+ * Ends the connection now after `lastWords` (an answer written raw, e.g. to a request the
+ * parser refused), then drains what the client still sends, as above.
+ */
+export function closeLingering(socket: Duplex & { setTimeout?: (ms: number, callback: () => void) => unknown }, lastWords?: string): void {
+  if (socket.destroyed) return;
+  if (socket.writable) socket.end(lastWords);
+  const destroy = (): void => { socket.destroy(); };
+  const deadline = setTimeout(destroy, LINGER_MAX_MS);
+  deadline.unref();
+  socket.setTimeout?.(LINGER_IDLE_MS, destroy);
+  socket.on('error', destroy);
+  socket.once('end', destroy);
+  socket.once('close', () => clearTimeout(deadline));
+  socket.resume();
 }

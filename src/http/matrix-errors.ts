@@ -4,10 +4,15 @@
 // bytes for a socket the HTTP parser has given up on.
 
 import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { markClosedByFedtls } from './closed-by-fedtls.js';
 
 export function sendMatrixError(res: ServerResponse, status: number, errcode: string, error: string, extraHeaders: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed || res.writableEnded) {
-    if (!res.writableEnded) res.destroy();
+    // A response already under way cannot become an error: the connection is broken instead.
+    if (!res.writableEnded) {
+      markClosedByFedtls(res.socket);
+      res.destroy();
+    }
     return;
   }
   const body = JSON.stringify({ errcode, error });

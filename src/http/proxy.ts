@@ -5,8 +5,8 @@
 // bodies both ways with backpressure, the backend timeouts, and tearing the other side down
 // when either side goes away: a client that leaves destroys the upstream request at once; a
 // backend that dies mid-response breaks the client connection (never a truncated response
-// that looks complete). Errors fedtls makes itself are Matrix JSON. Nothing here throws into
-// the event loop.
+// that looks complete); the log blames the side that went away or stalled, not the other.
+// Errors fedtls makes itself are Matrix JSON. Nothing here throws into the event loop.
 // The backend side is upstream.ts, not http-proxy (which merges "//" in paths, folds repeated
 // request headers, and cannot tell a backend timeout from a reset; see DESIGN.md) nor
 // node:http's client (its per-request cost, measured in bench/README.md).
@@ -15,10 +15,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
+import { RateLimitedLog, type RateLimit } from '../ops/rate-limited-log.js';
 import { sendMatrixError } from './matrix-errors.js';
 import { blockedPathMatcher, parseRequestTarget } from './request-target.js';
 import { requestHeadersForBackend, responseHeadersForClient } from './proxy-headers.js';
 import { lingerBeforeClose } from './lingering-close.js';
+import { markClosedByFedtls, wasClosedByFedtls } from './closed-by-fedtls.js';
 import { takeAwaitingContinue } from './expect-continue.js';
 import { BackendPool, type BodyFraming, type Exchange, type ExchangeHandlers } from './upstream.js';
 
@@ -32,7 +34,7 @@ export interface ProxyHandler {
   /** The server's request handler. For `Expect: 100-continue` (expect-continue.ts) it refuses (413, 404, …) before the body, else sends 100 Continue and forwards. */
   (req: IncomingMessage, res: ServerResponse): void;
   counters: ProxyCounters;
-  /** Closes the keep-alive connections to the backend. */
+  /** Closes the keep-alive connections to the backend, and logs what rate-limited lines still hold back. */
   close(): void;
 }
 
@@ -66,8 +68,14 @@ export function trustedPeerMatcher(entries: readonly string[]): (peer: string) =
 }
 
 const CLOSE_CONNECTION = { Connection: 'close' } as const;
-const UNREACHABLE_LOG_INTERVAL_MS = 10_000;
 const NO_EXTRA_HEADERS = {} as const;
+/** A backend that is down fails every request: one line per 10 s says so, with the count. */
+const UNREACHABLE_LOG_LIMIT: RateLimit = { intervalMs: 10_000, burst: 1 };
+/**
+ * Any client can send request after request over the body limit: the first few in a minute
+ * are logged one by one (a user hitting the upload limit is worth seeing), the rest counted.
+ */
+const TOO_LARGE_LOG_LIMIT: RateLimit = { intervalMs: 60_000, burst: 5 };
 
 /** The request head for the backend, written in one piece (upstream.ts frames the body). */
 function requestHead(method: string, target: string, headers: readonly string[], framing: BodyFraming): string {
@@ -92,19 +100,17 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   const tooLargeMessage = `The request body is larger than this server accepts (proxy.max_body_size, ${config.maxBodySize} bytes)`;
   const counters: ProxyCounters = { inFlight: 0, byStatusClass: {}, backendErrors: 0 };
 
-  // A backend that is down fails every request: one line per 10 s says so, with the count.
-  let unreachableLoggedAt = -Infinity;
-  let unreachableSince = 0;
+  const unreachableLog = new RateLimitedLog(log, 'warn', UNREACHABLE_LOG_LIMIT);
   const logUnreachable = (reason: string): void => {
-    const now = performance.now();
-    if (now - unreachableLoggedAt < UNREACHABLE_LOG_INTERVAL_MS) {
-      unreachableSince += 1;
-      return;
-    }
-    const more = unreachableSince > 0 ? ` (${unreachableSince} more request(s) failed the same way since the last line)` : '';
-    log.warn({ event: 'backend_unreachable', backend: backend.origin, error: reason, suppressed: unreachableSince }, `cannot reach the homeserver at ${backend.origin}: ${reason}${more}`);
-    unreachableLoggedAt = now;
-    unreachableSince = 0;
+    unreachableLog.hit({ event: 'backend_unreachable', backend: backend.origin, error: reason }, `cannot reach the homeserver at ${backend.origin}: ${reason}`);
+  };
+  // One event however the limit was found: by the declared Content-Length (with or without
+  // Expect: 100-continue, before any body is read) or by counting a chunked body.
+  const tooLargeLog = new RateLimitedLog(log, 'info', TOO_LARGE_LOG_LIMIT);
+  const logTooLarge = (method: string, path: string, peer: string, length: number, decidedBy: 'content-length' | 'counted', answered: boolean): void => {
+    const size = decidedBy === 'content-length' ? `declares a body of ${length} bytes` : `sent more than ${config.maxBodySize} bytes of chunked body`;
+    tooLargeLog.hit({ event: 'request_too_large', method, path, peer, limit: config.maxBodySize, length, decided_by: decidedBy },
+      `${method} ${path} from ${peer} ${size}, over proxy.max_body_size (${config.maxBodySize} bytes); ${answered ? 'refused with 413' : 'the connection was closed (the homeserver had already answered)'}`);
   };
 
   const countStatus = (status: number): void => {
@@ -138,6 +144,8 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     }
     const declaredLength = req.headers['content-length'];
     if (declaredLength !== undefined && Number(declaredLength) > config.maxBodySize) {
+      const target = parsed.target.length > 200 ? parsed.target.slice(0, 200) : parsed.target;
+      logTooLarge(method, target, normalizePeerAddress(req.socket.remoteAddress), Number(declaredLength), 'content-length', true);
       refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
       return;
     }
@@ -165,15 +173,20 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     let tooLarge = false;
     let received = 0;
     let retried = false;
+    /** The client reads the response slower than the backend sends it: the backend is paused. */
     let waitingForDrain = false;
+    /** The backend reads the request body slower than the client sends it: the client is paused. */
+    let bodyWaitsForBackend = false;
     const sentAt = process.hrtime.bigint();
 
-    // The client went away before its response was complete: drop the upstream exchange now.
+    // The connection closed before the response was complete: drop the upstream exchange now.
+    // Only the client's doing is "client_aborted"; fedtls's own closes are logged where they happen.
+    const socket = req.socket;
     res.once('close', () => {
       if (!res.writableFinished) {
         clientGone = true;
         exchange?.destroy();
-        log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
+        if (!wasClosedByFedtls(socket)) log.debug({ event: 'client_aborted', method, path: logPath, peer }, 'the client closed the connection before the response was complete');
       }
       if (!settled) {
         settled = true;
@@ -222,17 +235,32 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         res.end();
       },
       onDrain() {
+        bodyWaitsForBackend = false;
         if (!tooLarge) req.resume();
       },
       onFail(failure) {
         if (clientGone) return;
+        // Silence on the backend connection while fedtls waits for the client is the client's doing.
+        const clientStalled = failure.kind === 'timeout' && failure.phase === 'response' &&
+          (res.headersSent ? waitingForDrain : framing !== 'none' && !req.complete && !bodyWaitsForBackend);
         if (res.headersSent) {
-          // The backend went away (or stalled) mid-body: break the client connection so the cut is visible.
-          log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
+          // Mid-response: break the client connection so the cut is visible (never a
+          // truncated response that looks complete).
+          if (clientStalled) {
+            log.debug({ event: 'client_stalled', method, path: logPath, peer, stalled: 'response' }, `the client read nothing of the response for proxy.response_timeout (${config.responseTimeoutMs} ms); closed the connection`);
+          } else {
+            log.info({ event: 'backend_response_cut', path: logPath, error: failure.message }, `the homeserver's response was cut off: ${failure.message}`);
+          }
+          markClosedByFedtls(socket);
           res.destroy();
           return;
         }
         if (tooLarge) return;
+        if (clientStalled) {
+          log.debug({ event: 'client_stalled', method, path: logPath, peer, stalled: 'request_body' }, `the client sent nothing more of the request body for proxy.response_timeout (${config.responseTimeoutMs} ms); refused with 408`);
+          refuse(req, res, 408, 'M_UNKNOWN', 'The request body did not arrive in time (proxy.response_timeout)');
+          return;
+        }
         if (failure.kind === 'closed' && failure.retryable && !retried) {
           retried = true;
           log.debug({ event: 'backend_retry', path: logPath, error: failure.code }, 'a pooled backend connection was closed by the backend; retrying once on a new one');
@@ -262,13 +290,20 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
         if (received > config.maxBodySize) {
           tooLarge = true;
           exchange?.destroy();
-          log.info({ event: 'request_too_large', method, path: logPath, peer, limit: config.maxBodySize }, 'request body over proxy.max_body_size; refused with 413');
-          if (res.headersSent) res.destroy();
-          else refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
+          logTooLarge(method, logPath, peer, received, 'counted', !res.headersSent);
+          if (res.headersSent) {
+            markClosedByFedtls(socket);
+            res.destroy();
+          } else {
+            refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
+          }
           req.resume();
           return;
         }
-        if (exchange && !exchange.writeBody(chunk)) req.pause();
+        if (exchange && !exchange.writeBody(chunk)) {
+          bodyWaitsForBackend = true;
+          req.pause();
+        }
       });
       req.once('end', () => {
         if (!tooLarge) exchange?.endBody();
@@ -278,6 +313,10 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
 
   const handler = handle as ProxyHandler;
   handler.counters = counters;
-  handler.close = () => pool.close();
+  handler.close = () => {
+    pool.close();
+    unreachableLog.flush();
+    tooLargeLog.flush();
+  };
   return handler;
 }

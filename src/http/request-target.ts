@@ -3,6 +3,7 @@
 // bytes to forward (never decoded, re-encoded, merged or case-changed: federation
 // signatures cover them), and a normalised path used ONLY to decide whether a path is
 // blocked, so `/_synapse/%61dmin` or `//_synapse/./admin` cannot slip past `block_paths`.
+// Also the words for a target that is refused, whether by Node's parser or here.
 
 export type RequestTarget =
   /** Forward `target` unchanged. */
@@ -14,6 +15,7 @@ export type RequestTarget =
   | { form: 'invalid'; reason: string };
 
 const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)([^#]*)$/i;
+const NOT_A_PATH = 'the request-target must start with "/" (or be an absolute URL such as https://host/path, or "*" for OPTIONS)';
 
 export function parseRequestTarget(raw: string, method: string): RequestTarget {
   if (raw.charCodeAt(0) === 0x2f /* '/' */) return { form: 'origin', target: raw };
@@ -21,11 +23,22 @@ export function parseRequestTarget(raw: string, method: string): RequestTarget {
     return method === 'OPTIONS' ? { form: 'asterisk', target: '*' } : { form: 'invalid', reason: 'the request-target "*" is only valid with OPTIONS' };
   }
   const absolute = ABSOLUTE_FORM.exec(raw);
-  if (!absolute) return { form: 'invalid', reason: 'the request-target must be a path starting with "/" (or an absolute http(s) URL)' };
+  if (!absolute) return { form: 'invalid', reason: NOT_A_PATH };
   const authority = absolute[2]!;
   if (authority === '' || authority.includes('@')) return { form: 'invalid', reason: 'the absolute request-target has no usable host' };
   const rest = absolute[3]!;
   return { form: 'absolute', authority, target: rest === '' ? '/' : rest.charCodeAt(0) === 0x3f /* '?' */ ? `/${rest}` : rest };
+}
+
+/**
+ * Why a request-target as received (bytes as latin1) is refused, in words for the client;
+ * null when nothing is wrong with it. For error answers only, never on the way of a request.
+ */
+export function badTargetReason(raw: string, method: string): string | null {
+  if (raw.includes(' ')) return 'the request-target contains a space; percent-encode it as %20';
+  if (/[^\x21-\x7e]/.test(raw)) return 'the request-target has characters that must be percent-encoded (control characters or raw non-ASCII bytes)';
+  const parsed = parseRequestTarget(raw, method);
+  return parsed.form === 'invalid' ? parsed.reason : null;
 }
 
 const PERCENT_ENCODED = /%([0-9a-f]{2})/gi;

@@ -6,7 +6,10 @@
 // ClientHello first and only hands a connection *without* SNI the default pair's context.
 // Everything with SNI (including unknown names and IP literals) goes through SNICallback.
 // Promises: the bytes read are given back untouched to the TLS layer; a client that never
-// sends a ClientHello is dropped after `timeoutMs`; unparseable input keeps the old behaviour.
+// sends a ClientHello is dropped after `timeoutMs`; unparseable input keeps the old behaviour,
+// except a connection whose first byte is a letter (plain HTTP, `curl http://host:8448/`),
+// which goes to `onPlainHttp` instead of failing a TLS handshake with an empty reply. The
+// first byte is looked at anyway, so TLS connections pay nothing for it.
 
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, SecureContext } from 'node:tls';
@@ -75,8 +78,16 @@ function serverNameOf(hello: Buffer): string | null {
   }
 }
 
-/** Reads until the ClientHello is complete, gives the bytes back, and reports the SNI name (or undefined when unknown). */
-function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: string | null | undefined) => void): void {
+/** A TLS record starts with 0x16 (handshake); an HTTP request with its method, letters (RFC 9110 §9.1: a token). */
+function isPlainHttpStart(firstByte: number | undefined): boolean {
+  return firstByte !== undefined && ((firstByte >= 0x41 && firstByte <= 0x5a) || (firstByte >= 0x61 && firstByte <= 0x7a));
+}
+
+/**
+ * Reads until the ClientHello is complete, gives the bytes back, and reports the SNI name (or
+ * undefined when unknown) and the first byte received.
+ */
+function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: string | null | undefined, firstByte: number | undefined) => void): void {
   let buffered = Buffer.alloc(0);
   const finish = (serverName: string | null | undefined): void => {
     socket.off('data', onData);
@@ -85,7 +96,7 @@ function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: st
     clearTimeout(timer);
     socket.pause();
     if (buffered.length > 0) socket.unshift(buffered);
-    done(serverName);
+    done(serverName, buffered[0]);
   };
   const onData = (chunk: Buffer): void => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -108,16 +119,22 @@ function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: st
  * Makes `server` (created without a certificate, with an SNICallback) serve `defaultContext()`
  * to handshakes that carry no SNI. Returns false (changing nothing) if this Node's TLS server
  * lacks the internals it relies on; the caller then falls back to a server-wide default.
+ * `onPlainHttp` gets the raw TCP socket of a connection that started with plain HTTP (its
+ * bytes are still to be read from it).
  */
-export function serveDefaultWithoutSni(server: TlsServer, defaultContext: () => SecureContext | null, timeoutMs: number): boolean {
+export function serveDefaultWithoutSni(server: TlsServer, defaultContext: () => SecureContext | null, timeoutMs: number, onPlainHttp: (socket: Socket) => void): boolean {
   const internals = server as unknown as { _sharedCreds?: SecureContext };
   const [tlsConnectionListener, ...others] = server.listeners('connection') as ((socket: Socket) => void)[];
   if (!internals._sharedCreds || !tlsConnectionListener || others.length > 0) return false;
   const noCertificate = internals._sharedCreds;
   server.removeListener('connection', tlsConnectionListener);
   server.on('connection', (socket: Socket) => {
-    peekServerName(socket, timeoutMs, (serverName) => {
+    peekServerName(socket, timeoutMs, (serverName, firstByte) => {
       if (socket.destroyed) return;
+      if (serverName === undefined && isPlainHttpStart(firstByte)) {
+        onPlainHttp(socket);
+        return;
+      }
       // Known SNI (any name): start without a certificate and let SNICallback give the one pair.
       // No SNI, or input that is not a ClientHello we could read: the default pair.
       const chosen = serverName ? noCertificate : defaultContext() ?? noCertificate;

@@ -3,7 +3,8 @@
 // default pair), following store swaps so the very next handshake gets the new pair, ALPN
 // (http/1.1 only: HTTP/2 clients such as `curl --http2` settle on HTTP/1.1), the client-side
 // timeouts (TLS handshake and request headers within proxy.header_timeout, idle keep-alive
-// within proxy.idle_timeout), and answering what the HTTP parser refuses (client-errors.ts).
+// within proxy.idle_timeout), and answering what the HTTP parser refuses and plain HTTP sent
+// to a TLS port (client-errors.ts).
 // Requests go to the handler it is given.
 
 import https from 'node:https';
@@ -11,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CertificateStore } from '../certs/store.js';
 import type { ProxyConfig } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
-import { answerClientError, answerConnect, answerUnknownExpectation } from './client-errors.js';
+import { answerClientError, answerConnect, answerPlainHttp, answerUnknownExpectation } from './client-errors.js';
 import { markAwaitingContinue } from './expect-continue.js';
 import { serveDefaultWithoutSni } from './sni-default.js';
 
@@ -62,9 +63,9 @@ export function createTlsServer({ store, proxyConfig, handler, log }: TlsListene
   const resetWarning = (): void => { warnedNoCertificate = false; };
   store.on('change', resetWarning);
   server.on('close', () => store.off('change', resetWarning));
-  if (!serveDefaultWithoutSni(server, () => store.defaultPair()?.context ?? null, proxyConfig.headerTimeoutMs)) {
+  if (!serveDefaultWithoutSni(server, () => store.defaultPair()?.context ?? null, proxyConfig.headerTimeoutMs, (socket) => answerPlainHttp(socket, log))) {
     // Fallback for a Node without the internals used there: a server-wide default (SNI pairs
-    // of another key type than the default then lose to it).
+    // of another key type than the default then lose to it; plain HTTP gets an empty reply).
     const applyDefault = (): void => {
       const pair = store.defaultPair();
       if (pair) server.setSecureContext({ cert: pair.chainPem, key: pair.keyPem, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] } as never);

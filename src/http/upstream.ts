@@ -20,8 +20,13 @@ export type BodyFraming = 'none' | 'length' | 'chunked';
 export type UpstreamFailure =
   /** No connection (refused, unreachable, DNS, TLS verification); nothing was sent. */
   | { kind: 'connect'; code: string; message: string }
-  /** proxy.connect_timeout or proxy.response_timeout passed. */
-  | { kind: 'timeout'; message: string }
+  /**
+   * `connect`: proxy.connect_timeout passed (connecting, or waiting for a free connection).
+   * `response`: proxy.response_timeout of silence on the connection, both ways: the backend
+   * sent nothing, and nothing was sent to it (a request body that stopped coming, or a
+   * response paused because the client stopped reading it).
+   */
+  | { kind: 'timeout'; phase: 'connect' | 'response'; message: string }
   /** The backend closed or reset the connection before the response ended. */
   | { kind: 'closed'; code: string; message: string; retryable: boolean }
   /** The backend's response is not HTTP/1.1 that can be passed on safely. */
@@ -390,7 +395,7 @@ export class Exchange {
   }
 
   onSocketTimeout(): void {
-    if (!this.finished) this.fail({ kind: 'timeout', message: `the backend sent nothing for proxy.response_timeout (${this.pool.options.responseTimeoutMs} ms)` });
+    if (!this.finished) this.fail({ kind: 'timeout', phase: 'response', message: `the backend sent nothing for proxy.response_timeout (${this.pool.options.responseTimeoutMs} ms)` });
   }
 
   onSocketDrain(): void {
@@ -493,7 +498,7 @@ export class BackendPool {
   private enqueue(exchange: Exchange): void {
     this.waiting.push(exchange);
     exchange.queueTimer = setTimeout(() => {
-      exchange.fail({ kind: 'timeout', message: `no free connection to the backend within proxy.connect_timeout (${this.options.connectTimeoutMs} ms): all ${this.options.maxSockets} of proxy.max_backend_sockets are busy` });
+      exchange.fail({ kind: 'timeout', phase: 'connect', message: `no free connection to the backend within proxy.connect_timeout (${this.options.connectTimeoutMs} ms): all ${this.options.maxSockets} of proxy.max_backend_sockets are busy` });
     }, this.options.connectTimeoutMs);
   }
 
@@ -591,7 +596,7 @@ export class BackendPool {
       if (at !== -1) this.idle.splice(at, 1);
       if (!connected) {
         const error = connectError;
-        if (error?.code === 'ETIMEDOUT' && error.message.includes('connect_timeout')) first.fail({ kind: 'timeout', message: error.message });
+        if (error?.code === 'ETIMEDOUT' && error.message.includes('connect_timeout')) first.fail({ kind: 'timeout', phase: 'connect', message: error.message });
         else first.fail({ kind: 'connect', code: error?.code ?? 'ECONNRESET', message: error?.message ?? 'the connection closed before it was established' });
       } else {
         socket.fedtlsExchange?.onSocketClose();

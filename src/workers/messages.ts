@@ -5,7 +5,7 @@
 
 /**
  * Primary → worker. Each is answered with `fedtls:answer` and its id; a stop is answered as
- * soon as the worker has stopped accepting (it then drains and exits).
+ * soon as the worker has stopped accepting (it then drains and exits), with a StopAnswer.
  */
 export type ToWorker =
   | { type: 'fedtls:reload'; id: number; trigger: string }
@@ -17,8 +17,13 @@ export type FromWorker =
   | { type: 'fedtls:listening'; role: string; configured: string; address: string }
   | { type: 'fedtls:ready' }
   | { type: 'fedtls:start-failed'; message: string; address: string | null; code: string | null }
-  /** Reload → the serial served per source id; metrics → the worker's TrafficCounters. */
+  /** Reload → the serial served per source id; metrics → the worker's TrafficCounters; stop → a StopAnswer. */
   | { type: 'fedtls:answer'; id: number; payload: unknown };
+
+/** A worker's answer to stop: the requests it still had in flight when it stopped accepting. */
+export interface StopAnswer {
+  inFlight: number;
+}
 
 export function isFromWorker(message: unknown): message is FromWorker {
   return typeof message === 'object' && message !== null && typeof (message as { type?: unknown }).type === 'string'

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { ListenError } from '../http/listen.js';
-import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type ToWorker } from './messages.js';
+import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer, type ToWorker } from './messages.js';
 
 const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
 const RELOAD_WAIT_MS = 10_000;
@@ -170,9 +170,11 @@ export class WorkerPool {
   /**
    * Every worker stops accepting (resolves when all have: the shared listening socket is then
    * closed), then drains its requests in flight and exits; `exited` resolves when all are
-   * gone (those still running after drain + 5 s are killed).
+   * gone (those still running after drain + 5 s are killed). `inFlight`: the requests the
+   * workers had in flight when they stopped accepting, summed (a worker that did not answer
+   * counts 0).
    */
-  async stop(drainMs: number): Promise<{ exited: Promise<void> }> {
+  async stop(drainMs: number): Promise<{ exited: Promise<void>; inFlight: number }> {
     this.stopping = true;
     const exited = Promise.all([...this.workers.values()].map(({ worker }) => new Promise<void>((resolve) => {
       if (worker.isDead()) { resolve(); return; }
@@ -180,9 +182,14 @@ export class WorkerPool {
       setTimeout(() => { if (!worker.isDead()) worker.process.kill('SIGKILL'); }, drainMs + 5000).unref();
     }))).then(() => undefined);
     for (const { worker, ready } of this.workers.values()) if (!ready) worker.kill('SIGTERM');
-    await this.ask((id) => ({ type: 'fedtls:stop', id }), STOP_ACCEPTING_WAIT_MS, (stragglers) => {
+    const answers = await this.ask((id) => ({ type: 'fedtls:stop', id }), STOP_ACCEPTING_WAIT_MS, (stragglers) => {
       for (const id of stragglers) this.workers.get(id)?.worker.kill('SIGTERM');
     });
-    return { exited };
+    let inFlight = 0;
+    for (const payload of answers.values()) {
+      const count = (payload as StopAnswer | null)?.inFlight;
+      if (typeof count === 'number') inFlight += count;
+    }
+    return { exited, inFlight };
   }
 }

@@ -8,7 +8,7 @@ import { loadConfig } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
-import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker } from './messages.js';
+import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer } from './messages.js';
 
 /** Sends to the primary; once the primary is gone (it is stopping or died) there is no one to tell. */
 function send(message: FromWorker): void {
@@ -48,7 +48,8 @@ async function main(): Promise<void> {
     if (!isToWorker(message)) return;
     if (message.type === 'fedtls:stop') {
       stop(); // closes the listeners synchronously, so the primary's shared socket closes before the answer arrives
-      send({ type: 'fedtls:answer', id: message.id, payload: null });
+      const answer: StopAnswer = { inFlight: daemon.inFlight };
+      send({ type: 'fedtls:answer', id: message.id, payload: answer });
       return;
     }
     if (message.type === 'fedtls:reload') {
