@@ -250,7 +250,10 @@ export class Daemon {
     try {
       if (role !== 'worker') {
         const problem = unwritableDirectory(config.stateDir, config.stateDir);
-        if (problem) throw new StateDirError(`state_dir: ${problem}. Or create it by hand: install -d -m 0700 -o <fedtls user> ${config.stateDir} (systemd's StateDirectory= does this for the unit)`);
+        if (problem) {
+          const byHand = /\((EACCES|EPERM)\)/.test(problem) ? `. Or create it by hand: install -d -m 0700 -o <fedtls user> ${config.stateDir} (systemd's StateDirectory= does this for the unit)` : '';
+          throw new StateDirError(`state_dir: ${problem}${byHand}`);
+        }
       }
       // The control socket first: a second fedtls with the same state_dir is told plainly that
       // one is already running, instead of failing later on a busy port.

@@ -98,6 +98,32 @@ describe('C1: listeners that cannot bind', () => {
     expect(last.error).toBeUndefined();
   });
 
+  it('a state_dir that can never be created (under /proc, under a file) fails at once with the path and the fix, from check-config and from run', async () => {
+    const dir = tempDir();
+    const aFile = path.join(dir, 'a-file');
+    (await import('node:fs')).writeFileSync(aFile, 'not a folder\n');
+    const cases = [
+      // Node's recursive mkdir loops forever here (mkdir /proc: EEXIST, mkdir /proc/x: ENOENT), deaf to signals.
+      { stateDir: `/proc/fedtls-test-${process.pid}/state`, message: /cannot create \/proc\/fedtls-test-\d+: its parent folder is on a virtual file system .* choose a path on a disk, e\.g\. \/var\/lib\/fedtls/ },
+      { stateDir: path.join(aFile, 'state'), message: new RegExp(`cannot create .*a-file/state: ${aFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is a file, not a folder \\(ENOTDIR\\)`) },
+    ];
+    for (const { stateDir, message } of cases) {
+      const { configFile } = await writeManualDaemonConfig(dir, NAME, backend.url, { state_dir: stateDir });
+      const check = runCli(['check-config', '--config', configFile]);
+      expect(await check.exited).toBe(1);
+      expect(check.stderr()).toMatch(/fedtls would not start: its state_dir cannot be used/);
+      expect(check.stderr()).toMatch(message);
+      const run = runCli(['run', '--config', configFile]);
+      const killer = setTimeout(() => run.child.kill('SIGKILL'), 15_000);
+      expect(await run.exited).toBe(1);
+      clearTimeout(killer);
+      const last = run.logs.at(-1)!;
+      expect(last).toMatchObject({ level: 60, event: 'state_dir_unusable' });
+      expect(String(last.msg)).toMatch(message);
+      expect(String(last.msg)).not.toMatch(/chown|install -d/);
+    }
+  });
+
   it.skipIf(cannotTest !== null)('C1: the default port 80 as an unprivileged user → names [::]:80, CAP_NET_BIND_SERVICE and the unit setting, exit 1', async () => {
     const dir = tempDir();
     const stateDir = path.join(dir, 'state');

@@ -3,6 +3,7 @@
 
 import { loadConfigForCommand } from './config-for-command.js';
 import { loadPairFromFiles, nameMatches, CertificateLoadError, namesNotCovered } from '../certs/pem.js';
+import { directoryCannotBeUsed } from '../certs/files.js';
 
 export function checkConfigCommand(configPath: string): number {
   const config = loadConfigForCommand(configPath);
@@ -18,6 +19,12 @@ export function checkConfigCommand(configPath: string): number {
     `  ACME: ${config.acme.enabled ? `${config.acme.directoryUrl} for ${config.acme.domains.join(', ')}` : 'off'}`,
     `  state_dir: ${config.stateDir}`,
   ];
+  // The daemon refuses to start without a usable state_dir (account key, ACME certificates, control socket).
+  const stateDirProblem = directoryCannotBeUsed(config.stateDir, config.stateDir);
+  if (stateDirProblem) {
+    problems += 1;
+    lines.push(`  state_dir problem: ${stateDirProblem}`);
+  }
   for (const pair of config.tls.certificates) {
     try {
       const loaded = loadPairFromFiles(pair.certificatePath, pair.privateKeyPath);
@@ -47,7 +54,9 @@ export function checkConfigCommand(configPath: string): number {
   for (const warning of warnings) lines.push(`  warning: ${warning}`);
   const verdict = problems === 0
     ? `${config.file}: valid${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? '' : 's'})` : ''}`
-    : `${config.file}: the config is well-formed, but ${problems} certificate file${problems === 1 ? '' : 's'} cannot be used; fedtls would start without ${problems === 1 ? 'it' : 'them'}`;
+    : stateDirProblem
+      ? `${config.file}: the config is well-formed, but fedtls would not start: its state_dir cannot be used${problems > 1 ? `, and ${problems - 1} certificate file${problems === 2 ? '' : 's'} cannot be used either` : ''}`
+      : `${config.file}: the config is well-formed, but ${problems} certificate file${problems === 1 ? '' : 's'} cannot be used; fedtls would start without ${problems === 1 ? 'it' : 'them'}`;
   (problems === 0 ? process.stdout : process.stderr).write(`${[verdict, ...lines].join('\n')}\n`);
   return problems === 0 ? 0 : 1;
 }
