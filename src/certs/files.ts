@@ -142,7 +142,7 @@ function directoryProblem(dir: string, at: string, code: string, chownTarget: st
   try { user = userInfo().username; } catch { user = `uid ${process.getuid?.() ?? '?'}`; }
   switch (code) {
     case 'EROFS':
-      return `fedtls cannot write ${dir}: ${at} is on a read-only file system (EROFS). Under systemd (ProtectSystem=strict) only /var/lib/fedtls is writable: keep state_dir there, or allow this folder with ReadWritePaths=${dir} in a drop-in (systemctl edit fedtls)`;
+      return `fedtls cannot write ${dir}: ${at} is on a read-only file system (EROFS). Under systemd (ProtectSystem=strict) only /var/lib/fedtls is writable: keep state_dir there, or create this folder (owned by the fedtls user) and allow it with ReadWritePaths=${dir} in a drop-in (systemctl edit fedtls)`;
     case 'ENOTDIR':
       return `fedtls cannot create ${dir}: ${fileAbove(at)} is a file, not a folder (ENOTDIR); choose another path, e.g. /var/lib/fedtls`;
     case 'ENOENT':
