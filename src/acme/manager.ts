@@ -10,7 +10,9 @@
 // On failure: one loud log line saying what failed, the likely cause and when the next try
 // is; backoff per timing.ts (never before the CA's Retry-After); the current certificate
 // keeps being served. An admin's forced renewal that fails stays forced: the next try orders
-// even though the served certificate is not due, until a certificate is issued.
+// even though the served certificate is not due, until a certificate is issued. A CA that
+// no longer knows the saved account (reset) is not a failure: the account is registered again
+// with the saved key and the order retried once, in the same attempt, with one warning line.
 
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -22,9 +24,9 @@ import { nameMatches } from '../certs/pem.js';
 import { formatDuration, roughDuration } from '../config/units.js';
 import type { ChallengeTable } from './challenges.js';
 import { accountFiles, configureAcmeHttp, openAccount, type AccountHandle } from './client.js';
-import { orderCertificate } from './order.js';
+import { orderCertificate, type IssuedCertificate } from './order.js';
 import { withProblemRecording, type CaProblem } from './ca-problems.js';
-import { explainFailure, type FailureExplanation } from './explain.js';
+import { accountGoneProblem, explainFailure, type FailureExplanation } from './explain.js';
 import { ariCertId, fetchRenewalInfo, orderProfile, readDirectory, UnknownProfileError, type DirectoryInfo } from './directory.js';
 import { ariRecheckDelay, checkInterval, DEFAULT_TIMING, earliestRoutineOrder, lifetimeRenewalTime, MIN_SERVICE_SHARE, randomMomentIn, retryDelay, type AcmeTiming, type LifetimeRenewal } from './timing.js';
 import { runDeployHook } from './deploy-hook.js';
@@ -376,7 +378,7 @@ export class AcmeManager {
     }
     log.info({ event: 'acme_order_start', names, reason, directory: config.acme.directoryUrl }, `ordering a certificate for ${names.join(', ')} (${reason})`);
     try {
-      const issued = await withProblemRecording(problems, async () => {
+      const attempt = async (): Promise<IssuedCertificate> => {
         this.account ??= await openAccount(config.stateDir, config.acme, log);
         const directory = await this.getDirectory();
         const extras: Record<string, unknown> = {};
@@ -390,6 +392,23 @@ export class AcmeManager {
             `ordering${extras.profile ? ` with profile ${String(extras.profile)}` : ''}${extras.replaces ? ` as the replacement of ${String(extras.replaces)} (ARI)` : ''}`);
         }
         return orderCertificate({ client: this.account.client, domains: names, challenges: this.options.challenges, keyType: config.acme.keyType, log, orderExtras: extras });
+      };
+      const issued = await withProblemRecording(problems, async () => {
+        try {
+          return await attempt();
+        } catch (error) {
+          // The CA forgot the saved account (it was reset): register again with the saved key
+          // and order again, in this same attempt (once: a second failure is the attempt's failure).
+          const previous = this.account;
+          const gone = previous && !this.stopped ? accountGoneProblem(problems, previous.accountUrl) : null;
+          if (!previous || !gone) throw error;
+          this.forgetAccount({ quiet: true });
+          problems.length = 0;
+          this.account = await openAccount(config.stateDir, config.acme, log, { quiet: true });
+          log.warn({ event: 'acme_account_reregistered', previous_account: previous.accountUrl, account: this.account.accountUrl, ca_said: `${gone.type ?? gone.status}: ${gone.detail}`, directory: config.acme.directoryUrl },
+            `the CA no longer knows the saved ACME account ${previous.accountUrl} (it said ${gone.type ?? `HTTP ${gone.status}`}: ${gone.detail || 'no detail'}); registered a new account ${this.account.accountUrl} with the saved key, ordering again`);
+          return attempt();
+        }
       });
       writeFileAtomic(this.source.privateKeyPath, issued.keyPem, 0o600);
       writeFileAtomic(this.source.certificatePath, issued.chainPem, 0o644);
@@ -463,11 +482,11 @@ export class AcmeManager {
     return { outcome: 'failed', names, error: explanation.what, cause: explanation.cause, next_try: nextTry.toISOString(), message: `renewal failed: ${explanation.what}. Likely cause: ${explanation.cause}. The daemon ${again} at ${nextTry.toISOString()}` };
   }
 
-  /** The CA lost the account: drop the saved URL (keep the key) so the next try registers again. */
-  private forgetAccount(): void {
+  /** The CA lost the account: drop the saved URL (keep the key) so that the account is registered again. */
+  private forgetAccount(options: { quiet?: boolean } = {}): void {
     this.account = null;
     const files = accountFiles(this.options.config.stateDir, this.options.config.acme.directoryUrl);
     if (existsSync(files.infoPath)) rmSync(files.infoPath, { force: true });
-    this.options.log.warn({ event: 'acme_account_forgotten', file: files.infoPath }, 'the CA no longer knows the saved ACME account; a new one will be registered on the next try');
+    if (!options.quiet) this.options.log.warn({ event: 'acme_account_forgotten', file: files.infoPath }, 'the CA no longer knows the saved ACME account; a new one will be registered on the next try');
   }
 }
