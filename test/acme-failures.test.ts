@@ -32,6 +32,12 @@ async function pointNameAt(pebble: PebbleFixture, host: string, address: string)
   expect(response.status).toBe(200);
 }
 
+/** Back to challtestsrv's default answer (127.0.0.1): add-a adds to what a name had, clear-a drops it. */
+async function unpointName(pebble: PebbleFixture, host: string): Promise<void> {
+  const response = await fetch(`${pebble.challtestManagementUrl}/clear-a`, { method: 'POST', body: JSON.stringify({ host }) });
+  expect(response.status).toBe(200);
+}
+
 describe('ACME failures', () => {
   let pebble: PebbleFixture;
   let standin: AcmeStandin;
@@ -79,7 +85,36 @@ describe('ACME failures', () => {
     await new Promise((r) => setTimeout(r, 1500));
     const logged = Date.parse(String(failure.time));
     expect(standin.requests.filter((r) => r.at > Math.max(logged, failedAt))).toEqual([]);
-    await pointNameAt(pebble, BAD, '127.0.0.1');
+    await unpointName(pebble, BAD);
+  });
+
+  it('a failed renew --force is retried as forced at the time its answer names: the daemon orders then, instead of finding the certificate not due', async () => {
+    const NAME = 'forced.fedtls.test';
+    harness = await startAcmeHarness({ directoryUrl: pebble.directoryUrl, caBundlePath: pebble.caBundlePath, challengePort: pebble.httpPort, domains: [NAME], timing: { retryBaseMs: 1500 } });
+    const first = await harness.manager.renew(false);
+    expect(first.outcome).toBe('issued');
+    const firstSerial = harness.store.get(harness.manager.source.id)!.pair.leaf.serial;
+
+    await pointNameAt(pebble, NAME, '127.0.0.2');
+    const failed = await harness.manager.renew(true);
+    expect(failed.outcome).toBe('failed');
+    if (failed.outcome !== 'failed') return;
+    expect(failed.message).toContain(`The daemon orders again at ${failed.next_try}`);
+    const failedAtLine = harness.lines.length;
+    await unpointName(pebble, NAME);
+
+    // At next_try the daemon orders by itself (the served certificate is years from due).
+    const issued = await harness.waitFor((l) => l.event === 'acme_certificate_issued' && l.serial !== firstSerial, 30_000, 'the retried forced renewal');
+    const since = harness.lines.slice(failedAtLine);
+    const start = since.find((l) => l.event === 'acme_order_start')!;
+    expect(String(start.reason)).toMatch(/^retrying the renewal the admin forced at /);
+    expect(Date.parse(String(start.time))).toBeGreaterThanOrEqual(Date.parse(failed.next_try) - 5);
+    expect(since.slice(0, since.indexOf(issued)).filter((l) => l.event === 'acme_not_due')).toEqual([]);
+    expect(harness.store.get(harness.manager.source.id)!.pair.leaf.serial).toBe(issued.serial);
+
+    // Done: the force is not remembered beyond its success.
+    expect((await harness.manager.renew(false)).outcome).toBe('not_due');
+    expect(harness.lines.filter((l) => l.event === 'acme_order_start').length).toBe(3);
   });
 
   it('EAB: a CA that requires External Account Binding is explained; with kid and hmac_key the account is created', async () => {

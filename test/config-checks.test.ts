@@ -275,3 +275,76 @@ describe('config files that are not UTF-8 YAML', () => {
     }
   });
 });
+
+describe('server names peers would refuse or misread (Matrix spec "Server names")', () => {
+  const problemLine = (output: string, key: string): string => output.split('\n').find((l) => l.trim().startsWith(`- ${key}:`)) ?? `(no ${key} line in:\n${output})`;
+
+  it('well_known.server: IPv6 without brackets, port 0, 65536, a leading zero, no host, a trailing dot: each refused with what to write', async () => {
+    const cases: [string, RegExp][] = [
+      ['::1', /"::1" is an IPv6 address without brackets.*: write "\[::1\]"/],
+      ['matrix.example.test:0', /"matrix\.example\.test:0" has the port 0, out of range \(ports go from 1 to 65535\)/],
+      ['matrix.example.test:65536', /has the port 65536, out of range/],
+      [':65536', /":65536" has no host before the port.*write the host name in front/],
+      ['matrix.example.test:08448', /has the port "08448" with a leading zero.*write "matrix\.example\.test:8448"/],
+      ['matrix.example.test.:443', /ends the host name with a dot.*drop the dot: write "matrix\.example\.test:443"/],
+    ];
+    const results = await Promise.all(cases.map(([server]) => check({ server_name: 'example.test', well_known: { server } })));
+    results.forEach(({ code, output }, i) => {
+      expect(code, cases[i]![0]).toBe(1);
+      expect(problemLine(output, 'well_known.server'), cases[i]![0]).toMatch(cases[i]![1]);
+    });
+    // Still accepted: what the spec allows.
+    for (const server of ['matrix.example.test:443', '[2001:db8::1]:8448', '192.0.2.7', 'matrix.example.test']) {
+      expect((await check({ server_name: 'example.test', well_known: { server } })).code, server).toBe(0);
+    }
+  });
+
+  it('server_name: ports out of range, a trailing dot and unbracketed IPv6 are blamed on server_name (not acme.domains), with the fix', async () => {
+    const cases: [string, RegExp][] = [
+      ['example.test:99999', /"example\.test:99999" has the port 99999, out of range/],
+      ['example.test:0', /"example\.test:0" has the port 0, out of range/],
+      ['example.test.', /"example\.test\." ends the host name with a dot.*drop the dot: write "example\.test"/],
+      ['::1', /"::1" is an IPv6 address without brackets.*write "\[::1\]"/],
+    ];
+    const results = await Promise.all(cases.map(([serverName]) => check({ server_name: serverName })));
+    results.forEach(({ code, output }, i) => {
+      expect(code, cases[i]![0]).toBe(1);
+      expect(problemLine(output, 'server_name'), cases[i]![0]).toMatch(cases[i]![1]);
+      expect(output, cases[i]![0]).not.toContain('acme.domains');
+      expect(output, cases[i]![0]).toMatch(/1 problem in the config/);
+    });
+  });
+
+  it('a port or a trailing dot on a certificate name: "a name here has no port", "drop the dot"', async () => {
+    const manual = await check({ server_name: 'example.test', acme: { enabled: false }, tls: { certificates: [{ certificate_path: '/x/c.pem', private_key_path: '/x/k.pem', names: ['other.test:8448', '*.wild.test:443', 'dot.test.'] }] } });
+    expect(manual.code).toBe(1);
+    expect(manual.output).toContain('tls.certificates[0].names: "other.test:8448" has a port, but a name here has no port (a certificate is for a name, whatever the port): write "other.test"');
+    expect(manual.output).toContain('"*.wild.test:443" has a port, but a name here has no port (a certificate is for a name, whatever the port): write "*.wild.test"');
+    expect(manual.output).toContain('"dot.test." ends with a dot, which CAs refuse: drop the dot and write "dot.test"');
+    expect(manual.output).not.toContain('is not a valid DNS name');
+    const acme = await check({ server_name: 'example.test', acme: { domains: ['example.test', 'matrix.example.test:8448', 'matrix.example.test.'] } });
+    expect(acme.code).toBe(1);
+    expect(acme.output).toContain('acme.domains: "matrix.example.test:8448" has a port, but a name here has no port (a certificate is for a name, whatever the port): write "matrix.example.test"');
+    expect(acme.output).toContain('acme.domains: "matrix.example.test." ends with a dot, which CAs refuse: drop the dot and write "matrix.example.test"');
+  });
+
+  it('fedtls check and check-config agree: what the config refuses as server_name, check refuses too (exit 2, same reason)', async () => {
+    const names = ['example.test:0', 'example.test:99999', 'example.test:08448', '::1', 'example.test.', ':8448'];
+    const runs = await Promise.all(names.map(async (name) => {
+      const run = runCli(['check', name, '--timeout', '1']);
+      const code = await run.exited;
+      const config = await check({ server_name: name });
+      return { name, code, stderr: run.stderr(), stdout: run.stdout(), config };
+    }));
+    for (const { name, code, stderr, stdout, config } of runs) {
+      expect(code, name).toBe(2);
+      expect(stdout, name).toBe('');
+      expect(config.code, name).toBe(1);
+      // The same phrase from the same rule on both sides.
+      const reason = /server_name: "[^"]*" ([^:]*)/.exec(problemLine(config.output, 'server_name'))![1]!;
+      expect(stderr, name).toContain(reason);
+    }
+    const ok = runCli(['check', '[::1]:1', '--timeout', '1']);
+    expect(await ok.exited).not.toBe(2);
+  });
+});

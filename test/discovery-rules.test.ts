@@ -21,7 +21,7 @@ describe('m.server values', () => {
   it('refuses schemes, paths, bad ports and bad names, each with the value to serve instead', () => {
     expect(parseMServer('https://matrix.example.net:443/')).toEqual({ ok: false, reason: '"https://matrix.example.net:443/" has a scheme (https://); m.server is host[:port] only', fix: 'serve {"m.server": "matrix.example.net:443"} (no https://, no path)' });
     expect(parseMServer('matrix.example.net/matrix')).toMatchObject({ ok: false, fix: 'serve {"m.server": "matrix.example.net"}' });
-    expect(parseMServer('matrix.example.net:99999')).toMatchObject({ ok: false, reason: 'port 99999 is out of range' });
+    expect(parseMServer('matrix.example.net:99999')).toMatchObject({ ok: false, reason: '"matrix.example.net:99999" has the port 99999, out of range (ports go from 1 to 65535)' });
     expect(parseMServer('matrix_example!net')).toMatchObject({ ok: false });
     expect(parseMServer(' matrix.example.net')).toMatchObject({ ok: false });
   });

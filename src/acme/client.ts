@@ -53,8 +53,9 @@ export interface AccountHandle {
 /**
  * Returns a client bound to this directory's account. The account is created at the CA only
  * when no account URL is saved yet; afterwards the saved URL is reused with the same key.
+ * `quiet`: the caller logs the registration itself (a re-registration says why).
  */
-export async function openAccount(stateDir: string, config: AcmeConfig, log: Logger): Promise<AccountHandle> {
+export async function openAccount(stateDir: string, config: AcmeConfig, log: Logger, options: { quiet?: boolean } = {}): Promise<AccountHandle> {
   configureAcmeHttp(config.caBundlePath);
   const files = accountFiles(stateDir, config.directoryUrl);
   let accountKey: Buffer;
@@ -90,6 +91,6 @@ export async function openAccount(stateDir: string, config: AcmeConfig, log: Log
   });
   const accountUrl = client.getAccountUrl();
   writeFileAtomic(files.infoPath, `${JSON.stringify({ url: accountUrl, directory: config.directoryUrl, created: new Date().toISOString() }, null, 2)}\n`, 0o600);
-  log.info({ event: 'acme_account_registered', account: accountUrl, directory: config.directoryUrl }, 'registered the ACME account');
+  if (!options.quiet) log.info({ event: 'acme_account_registered', account: accountUrl, directory: config.directoryUrl }, 'registered the ACME account');
   return { client, accountUrl, created: true };
 }

@@ -52,6 +52,18 @@ function validationCause(type: string, name: string, detail = ''): string {
   }
 }
 
+/**
+ * The problem by which the CA says it no longer knows the account fedtls signs with (the CA
+ * was reset, or lost the account): `accountDoesNotExist`, a 404 for the account URL itself,
+ * or `unauthorized` saying the account does not exist. Null when there is none. (A
+ * deactivated account is not "gone": registering again with its key gives it back as it is.)
+ */
+export function accountGoneProblem(problems: CaProblem[], accountUrl: string | null): CaProblem | null {
+  return problems.find((p) => p.type === 'accountDoesNotExist'
+    || (accountUrl !== null && p.url === accountUrl && p.status === 404)
+    || (p.type === 'unauthorized' && /account/i.test(p.detail) && /(does not exist|doesn't exist|not found|unknown)/i.test(p.detail))) ?? null;
+}
+
 /** Builds the explanation. `names` are the names ordered, `directoryUrl` the CA asked. */
 export function explainFailure(error: unknown, problems: CaProblem[], names: string[], directoryUrl: string): FailureExplanation {
   const message = error instanceof Error ? error.message : String(error);
@@ -83,10 +95,11 @@ export function explainFailure(error: unknown, problems: CaProblem[], names: str
         ? 'the CA is down or this machine cannot reach it (outgoing HTTPS blocked by a firewall or proxy, DNS resolver down, no network)'
         : `network error talking to the CA: ${network.detail}` };
   }
+  if (accountGoneProblem(problems, null)) {
+    return { ...base, accountGone: true, kind: 'account', what: `the CA ${ca} no longer knows the saved ACME account`, cause: 'the CA was reset or lost the account; fedtls registers a new one on the next try' };
+  }
   const typed = [...problems].reverse().find((p) => p.type !== null);
   switch (typed?.type) {
-    case 'accountDoesNotExist':
-      return { ...base, accountGone: true, kind: 'account', what: `the CA ${ca} no longer knows the saved ACME account`, cause: 'the account was deactivated or the CA was reset; fedtls registers a new one on the next try' };
     case 'externalAccountRequired':
       return { ...base, kind: 'account', what: `the CA ${ca} requires External Account Binding`, cause: 'set acme.eab.kid and acme.eab.hmac_key to the values from the CA\'s account dashboard (ZeroSSL: Developer section)' };
     case 'unauthorized':

@@ -9,7 +9,10 @@
 // it from there (ACME → files → store), then runs acme.deploy_hook.
 // On failure: one loud log line saying what failed, the likely cause and when the next try
 // is; backoff per timing.ts (never before the CA's Retry-After); the current certificate
-// keeps being served.
+// keeps being served. An admin's forced renewal that fails stays forced: the next try orders
+// even though the served certificate is not due, until a certificate is issued. A CA that
+// no longer knows the saved account (reset) is not a failure: the account is registered again
+// with the saved key and the order retried once, in the same attempt, with one warning line.
 
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -21,9 +24,9 @@ import { nameMatches } from '../certs/pem.js';
 import { formatDuration, roughDuration } from '../config/units.js';
 import type { ChallengeTable } from './challenges.js';
 import { accountFiles, configureAcmeHttp, openAccount, type AccountHandle } from './client.js';
-import { orderCertificate } from './order.js';
+import { orderCertificate, type IssuedCertificate } from './order.js';
 import { withProblemRecording, type CaProblem } from './ca-problems.js';
-import { explainFailure, type FailureExplanation } from './explain.js';
+import { accountGoneProblem, explainFailure, type FailureExplanation } from './explain.js';
 import { ariCertId, fetchRenewalInfo, orderProfile, readDirectory, UnknownProfileError, type DirectoryInfo } from './directory.js';
 import { ariRecheckDelay, checkInterval, DEFAULT_TIMING, earliestRoutineOrder, lifetimeRenewalTime, MIN_SERVICE_SHARE, randomMomentIn, retryDelay, type AcmeTiming, type LifetimeRenewal } from './timing.js';
 import { runDeployHook } from './deploy-hook.js';
@@ -116,6 +119,12 @@ export class AcmeManager {
   private failureTimes: number[] = [];
   private backoffUntil = 0;
   private retryAfterUntil = 0;
+  /**
+   * An admin's `renew --force` that has not succeeded yet: the daemon's own retries keep
+   * ordering (at the backoff time the failure announced) instead of finding the served
+   * certificate "not due". Cleared by any issuance. Kept in memory only: a restart drops it.
+   */
+  private pendingForce: { since: Date } | null = null;
   /** The certificate this process obtained last, and when (the floor after an issuance counts from it). */
   private issued: { serial: string; at: number } | null = null;
   /** Serials already warned about (acme.renew_before too long; renewal held back by the floor): one warning per certificate. */
@@ -307,14 +316,17 @@ export class AcmeManager {
     const names = this.options.config.acme.domains;
     const now = Date.now();
     const entry = this.options.store.get(this.source.id);
-    let reason = force ? 'renewal forced by the admin' : 'no certificate yet';
+    // A forced renewal that failed is retried as forced (the failure said the daemon tries again).
+    const retryingForce = !force && this.pendingForce !== null;
+    let reason = force ? 'renewal forced by the admin'
+      : retryingForce ? `retrying the renewal the admin forced at ${this.pendingForce!.since.toISOString()}` : 'no certificate yet';
     // A name added to acme.domains since the certificate was issued: order now, not at renewal time.
     const lacking = entry ? names.filter((name) => !entry.pair.leaf.names.some((pattern) => nameMatches(pattern, name))) : [];
     // Unless this process just got that very certificate from the CA: then the floor applies like for any renewal.
     const justIssued = entry !== null && this.issued?.serial === entry.pair.leaf.serial;
-    if (entry && !force && lacking.length > 0 && !justIssued) {
+    if (entry && !force && !retryingForce && lacking.length > 0 && !justIssued) {
       reason = `acme.domains lists ${lacking.join(', ')}, which the current certificate lacks`;
-    } else if (entry && !force) {
+    } else if (entry && !force && !retryingForce) {
       const planned: RenewalPlan = lacking.length > 0 ? { renewAt: new Date(now), basis: 'lifetime', recheckAt: null } : await this.plan(entry, now);
       const why = lacking.length > 0 ? `the CA's certificate lacks ${lacking.join(', ')}, which acme.domains lists`
         : planned.basis === 'ari' ? "by the CA's renewal information" : planned.basis === 'renew_before' ? 'by acme.renew_before' : 'by one third of its lifetime left';
@@ -338,13 +350,16 @@ export class AcmeManager {
     if (now < waitUntil || (force && recentFailures >= this.timing.maxFailuresPerWindow)) {
       const until = Math.max(waitUntil, this.backoffUntil);
       if (!byAdmin) this.schedule(until - now);
+      // The admin's force is kept: the try at `until` orders, whatever the served certificate's plan.
+      if (force) this.pendingForce ??= { since: new Date(now) };
       const why = now < this.retryAfterUntil ? 'the CA asked to wait (Retry-After)' : `${recentFailures} failed attempts in the last ${secondsText(this.timing.failureWindowMs)}`;
-      return { outcome: 'waiting', names, next_try: new Date(until).toISOString(), message: `not ordering now: ${why}; the next try is at ${new Date(until).toISOString()} (last error: ${this.status.lastError?.message ?? 'none'})` };
+      return { outcome: 'waiting', names, next_try: new Date(until).toISOString(), message: `not ordering now: ${why}; the next try is at ${new Date(until).toISOString()}${force || this.pendingForce ? ', and it orders a new certificate even though the current one is not due' : ''} (last error: ${this.status.lastError?.message ?? 'none'})` };
     }
-    return this.order(entry, reason);
+    return this.order(entry, reason, force || retryingForce);
   }
 
-  private async order(entry: StoreEntry | null, reason: string): Promise<RenewResult> {
+  /** `forced`: ordered because the admin forced it (now, or earlier and it failed); remembered until an issuance if this fails. */
+  private async order(entry: StoreEntry | null, reason: string, forced: boolean): Promise<RenewResult> {
     const { config, log } = this.options;
     const names = config.acme.domains;
     this.status.state = 'ordering';
@@ -355,6 +370,7 @@ export class AcmeManager {
     const unwritable = unwritableDirectory(path.dirname(this.source.certificatePath), config.stateDir);
     if (unwritable) {
       this.status.state = 'waiting_retry';
+      if (forced) this.pendingForce ??= { since: new Date() };
       this.status.lastError = { message: unwritable, cause: 'fix the ownership of state_dir', at: new Date() };
       log.error({ event: 'acme_state_dir_unwritable', directory: path.dirname(this.source.certificatePath), error: unwritable }, `not ordering: ${unwritable}`);
       this.schedule(UNWRITABLE_RECHECK_MS);
@@ -362,7 +378,7 @@ export class AcmeManager {
     }
     log.info({ event: 'acme_order_start', names, reason, directory: config.acme.directoryUrl }, `ordering a certificate for ${names.join(', ')} (${reason})`);
     try {
-      const issued = await withProblemRecording(problems, async () => {
+      const attempt = async (): Promise<IssuedCertificate> => {
         this.account ??= await openAccount(config.stateDir, config.acme, log);
         const directory = await this.getDirectory();
         const extras: Record<string, unknown> = {};
@@ -376,6 +392,23 @@ export class AcmeManager {
             `ordering${extras.profile ? ` with profile ${String(extras.profile)}` : ''}${extras.replaces ? ` as the replacement of ${String(extras.replaces)} (ARI)` : ''}`);
         }
         return orderCertificate({ client: this.account.client, domains: names, challenges: this.options.challenges, keyType: config.acme.keyType, log, orderExtras: extras });
+      };
+      const issued = await withProblemRecording(problems, async () => {
+        try {
+          return await attempt();
+        } catch (error) {
+          // The CA forgot the saved account (it was reset): register again with the saved key
+          // and order again, in this same attempt (once: a second failure is the attempt's failure).
+          const previous = this.account;
+          const gone = previous && !this.stopped ? accountGoneProblem(problems, previous.accountUrl) : null;
+          if (!previous || !gone) throw error;
+          this.forgetAccount({ quiet: true });
+          problems.length = 0;
+          this.account = await openAccount(config.stateDir, config.acme, log, { quiet: true });
+          log.warn({ event: 'acme_account_reregistered', previous_account: previous.accountUrl, account: this.account.accountUrl, ca_said: `${gone.type ?? gone.status}: ${gone.detail}`, directory: config.acme.directoryUrl },
+            `the CA no longer knows the saved ACME account ${previous.accountUrl} (it said ${gone.type ?? `HTTP ${gone.status}`}: ${gone.detail || 'no detail'}); registered a new account ${this.account.accountUrl} with the saved key, ordering again`);
+          return attempt();
+        }
       });
       writeFileAtomic(this.source.privateKeyPath, issued.keyPem, 0o600);
       writeFileAtomic(this.source.certificatePath, issued.chainPem, 0o644);
@@ -394,6 +427,7 @@ export class AcmeManager {
       this.failureTimes = [];
       this.backoffUntil = 0;
       this.ari = null;
+      this.pendingForce = null;
       log.info({ event: 'acme_certificate_issued', names, serial: leaf.serial, previous_serial: replacing, not_before: leaf.notBefore.toISOString(), not_after: leaf.notAfter.toISOString(), file: this.source.certificatePath },
         `obtained a certificate for ${names.join(', ')} (serial ${leaf.serial}), valid until ${leaf.notAfter.toISOString()}; serving it now`);
       if (config.acme.deployHook) {
@@ -409,6 +443,7 @@ export class AcmeManager {
         this.status.state = 'stopped';
         return { outcome: 'failed', names, error: 'fedtls is stopping', cause: 'shutdown', next_try: new Date().toISOString(), message: 'the order was abandoned because fedtls is stopping' };
       }
+      if (forced) this.pendingForce ??= { since: new Date() };
       return this.failed(error, problems, replacing);
     }
   }
@@ -443,14 +478,15 @@ export class AcmeManager {
       still_serving: serving?.serial ?? null, serving_until: serving?.notAfter.toISOString() ?? null,
     }, `could not obtain a certificate for ${names.join(', ')}: ${explanation.what}. Likely cause: ${explanation.cause}. Next try in ${secondsText(decision.delayMs)} (at ${nextTry.toISOString()}${why}); ${servingText}`);
     this.schedule(decision.delayMs);
-    return { outcome: 'failed', names, error: explanation.what, cause: explanation.cause, next_try: nextTry.toISOString(), message: `renewal failed: ${explanation.what}. Likely cause: ${explanation.cause}. The daemon tries again at ${nextTry.toISOString()}` };
+    const again = this.pendingForce ? 'orders again' : 'tries again';
+    return { outcome: 'failed', names, error: explanation.what, cause: explanation.cause, next_try: nextTry.toISOString(), message: `renewal failed: ${explanation.what}. Likely cause: ${explanation.cause}. The daemon ${again} at ${nextTry.toISOString()}` };
   }
 
-  /** The CA lost the account: drop the saved URL (keep the key) so the next try registers again. */
-  private forgetAccount(): void {
+  /** The CA lost the account: drop the saved URL (keep the key) so that the account is registered again. */
+  private forgetAccount(options: { quiet?: boolean } = {}): void {
     this.account = null;
     const files = accountFiles(this.options.config.stateDir, this.options.config.acme.directoryUrl);
     if (existsSync(files.infoPath)) rmSync(files.infoPath, { force: true });
-    this.options.log.warn({ event: 'acme_account_forgotten', file: files.infoPath }, 'the CA no longer knows the saved ACME account; a new one will be registered on the next try');
+    if (!options.quiet) this.options.log.warn({ event: 'acme_account_forgotten', file: files.infoPath }, 'the CA no longer knows the saved ACME account; a new one will be registered on the next try');
   }
 }

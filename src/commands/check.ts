@@ -9,7 +9,7 @@ import { ConfigError, loadConfig } from '../config/load.js';
 import { splitPemBlocks } from '../certs/pem.js';
 import { parseResolverAddress } from '../discovery/dns.js';
 import { runCheck } from '../discovery/check.js';
-import { isValidServerName } from '../discovery/resolve.js';
+import { isValidServerName, parseServerName } from '../config/server-name.js';
 import { formatReportJson, formatReportText } from '../discovery/report.js';
 
 export interface CheckCommandOptions {
@@ -39,11 +39,13 @@ function serverNameFrom(text: string): string | null {
   return rest !== '' && isValidServerName(rest) ? rest : null;
 }
 
+/** The same rule as check-config's for server_name (config/server-name.ts). */
 function checkServerName(text: string): void {
-  if (isValidServerName(text.toLowerCase())) return;
+  const parsed = parseServerName(text.toLowerCase());
+  if (parsed.ok) return;
   const instead = serverNameFrom(text);
-  throw new UsageError(`"${text}" is not a server name (a host name or IP address, optionally with :port; no scheme, no path); ` +
-    (instead ? `give "${instead}": fedtls check ${instead}` : 'give the part after the colon in a Matrix ID, e.g. fedtls check example.org'));
+  throw new UsageError(`"${text}" is not a server name (a host name or IP address, optionally with :port; no scheme, no path): it ${parsed.problem}; ` +
+    (instead ? `give "${instead}": fedtls check ${instead}` : `${parsed.fix}; a server name is the part after the colon in a Matrix ID (e.g. fedtls check example.org)`));
 }
 
 function port(text: string | undefined, option: string, fallback: number): number {

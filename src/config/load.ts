@@ -11,6 +11,7 @@ import yaml from 'js-yaml';
 import type { Config, ListenAddress, ManualCertificate } from './types.js';
 import { ObjectReader, isPlainObject, type ConfigProblem } from './reader.js';
 import { formatDuration, parseDuration, parseSize } from './units.js';
+import { certificateNameProblem, parseServerName } from './server-name.js';
 
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 export const LETS_ENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory';
@@ -74,15 +75,6 @@ const SYNAPSE_ACME_KEYS: Record<string, string> = {
   port: 'use listen.http',
   domain: 'is Synapse\'s name; fedtls takes a list: acme.domains: [name, ...] (default: server_name)',
 };
-
-const HOSTNAME_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
-
-/** A DNS host name: letter/digit/hyphen labels, and a last label that is not all digits (no TLD is; "12345" or "1.2.3" is not a name). */
-export function isValidHostname(name: string): boolean {
-  if (name.length === 0 || name.length > 253) return false;
-  const labels = name.replace(/\.$/, '').split('.');
-  return labels.every((label) => HOSTNAME_LABEL.test(label)) && !/^\d+$/.test(labels[labels.length - 1]!);
-}
 
 /** Whether a certificate name (possibly "*.example.org") covers a host name. */
 function coversName(pattern: string, name: string): boolean {
@@ -271,8 +263,9 @@ function validateDomainList(reader: ObjectReader, key: string, domains: string[]
       reader.problem(key, `"${domain}": wildcard names need the DNS-01 challenge, which fedtls does not do; list each name, or manage a wildcard certificate by hand under tls.certificates`);
     } else if (isIP(domain)) {
       reader.problem(key, `"${domain}": fedtls obtains certificates for DNS names only; use a DNS name as server_name or manage the certificate by hand`);
-    } else if (!isValidHostname(domain)) {
-      reader.problem(key, `"${domain}" is not a valid DNS name`);
+    } else {
+      const problem = certificateNameProblem(domain);
+      if (problem) reader.problem(key, `"${domain}" ${problem}`);
     }
   }
 }
@@ -299,11 +292,11 @@ export function buildConfig(raw: unknown, file: string): Config {
   const serverName = root.requiredString('server_name', 'the Matrix server name of your homeserver (the part after the colon in @user:example.org)').trim().toLowerCase();
   let serverHost = '';
   if (serverName) {
-    const parts = splitHostPort(serverName);
-    if (!parts || (!isIP(parts.host) && !isValidHostname(parts.host))) {
-      root.problem('server_name', `"${serverName}" is not a host name with an optional port (example: "example.org" or "matrix.example.org:8448")`);
+    const parsed = parseServerName(serverName);
+    if (!parsed.ok) {
+      root.problem('server_name', `"${serverName}" ${parsed.problem}: ${parsed.fix}`);
     } else {
-      serverHost = parts.host;
+      serverHost = parsed.host;
     }
   }
 
@@ -411,8 +404,8 @@ export function buildConfig(raw: unknown, file: string): Config {
   tlsReader.objectList('certificates', (item) => {
     const names = item.stringList('names', []).map((n) => n.trim().toLowerCase());
     for (const name of names) {
-      const bare = name.startsWith('*.') ? name.slice(2) : name;
-      if (!isValidHostname(bare)) item.problem('names', `"${name}" is not a valid DNS name`);
+      const problem = certificateNameProblem(name);
+      if (problem) item.problem('names', `"${name}" ${problem}`);
     }
     const before = certificates.length;
     addPair(item, 'certificate_path', 'private_key_path', names);
@@ -463,11 +456,11 @@ export function buildConfig(raw: unknown, file: string): Config {
   const wellKnownReader = root.object('well_known');
   const wkServer = wellKnownReader.string('server', null);
   if (wkServer !== null) {
-    const parts = /^[a-z][a-z0-9+.-]*:\/\//i.test(wkServer) ? null : splitHostPort(wkServer);
-    if (!parts) {
+    const parsed = /^[a-z][a-z0-9+.-]*:\/\/|\//i.test(wkServer) ? null : parseServerName(wkServer);
+    if (!parsed) {
       wellKnownReader.problem('server', `"${wkServer}" must be host[:port] with no scheme and no path (example: "matrix.example.org:443"); remote servers reject anything else`);
-    } else if (!isIP(parts.host) && !isValidHostname(parts.host)) {
-      wellKnownReader.problem('server', `"${wkServer}": "${parts.host}" is not a valid host name`);
+    } else if (!parsed.ok) {
+      wellKnownReader.problem('server', `"${wkServer}" ${parsed.problem}, so remote servers refuse or misread it: ${parsed.fix}`);
     }
   }
   const wkClientRaw = wellKnownReader.raw('client');

@@ -37,6 +37,12 @@ export interface PebbleInstance {
   challtestManagementUrl: string;
   /** The root that signs issued certificates (changes every Pebble start). */
   issuingRootPem(): Promise<string>;
+  /**
+   * Stops Pebble and starts it again on the same ports, with the same config and TLS
+   * certificate: like a CA that lost its database (Pebble keeps no state: every account,
+   * order and authorization is forgotten). DNS (challtestsrv) keeps running.
+   */
+  restart(): Promise<void>;
   output(): string;
   stop(): Promise<void>;
 }
@@ -118,41 +124,48 @@ export async function startPebble(options: PebbleOptions): Promise<PebbleInstanc
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   dns.stdout!.on('data', collect('[challtestsrv]'));
   dns.stderr!.on('data', collect('[challtestsrv]'));
-  const pebble = spawn('pebble', ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      PEBBLE_VA_NOSLEEP: '1',
-      ...(options.nonceRejectPercent !== undefined ? { PEBBLE_WFE_NONCEREJECT: String(options.nonceRejectPercent) } : {}),
-      ...(options.env ?? {}),
-    },
-  });
-  pebble.stdout!.on('data', collect('[pebble]'));
-  pebble.stderr!.on('data', collect('[pebble]'));
+  const spawnPebble = (): ChildProcess => {
+    const child = spawn('pebble', ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        PEBBLE_VA_NOSLEEP: '1',
+        ...(options.nonceRejectPercent !== undefined ? { PEBBLE_WFE_NONCEREJECT: String(options.nonceRejectPercent) } : {}),
+        ...(options.env ?? {}),
+      },
+    });
+    child.stdout!.on('data', collect('[pebble]'));
+    child.stderr!.on('data', collect('[pebble]'));
+    return child;
+  };
+  let pebble = spawnPebble();
 
   const stop = async (): Promise<void> => {
     await Promise.all([stopChild(pebble), stopChild(dns)]);
   };
   const directoryUrl = `https://127.0.0.1:${acmePort}/dir`;
   const managementUrl = `https://127.0.0.1:${managementPort}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (pebble.exitCode !== null || dns.exitCode !== null) {
-      await stop();
-      throw new Error(`${pebble.exitCode !== null ? 'pebble' : 'pebble-challtestsrv'} exited at start:\n${output}`);
+  const waitUntilUp = async (): Promise<void> => {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (pebble.exitCode !== null || dns.exitCode !== null) {
+        await stop();
+        throw new Error(`${pebble.exitCode !== null ? 'pebble' : 'pebble-challtestsrv'} exited at start:\n${output}`);
+      }
+      try {
+        const res = await fetchText(directoryUrl, tlsPair.certPem);
+        if (res.status === 200 && await portOpen(challtestManagementPort)) return;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`pebble did not answer on ${directoryUrl} within 15 s:\n${output}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    try {
-      const res = await fetchText(directoryUrl, tlsPair.certPem);
-      if (res.status === 200 && await portOpen(challtestManagementPort)) break;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`pebble did not answer on ${directoryUrl} within 15 s:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  };
+  await waitUntilUp();
   return {
     directoryUrl,
     managementUrl,
@@ -168,5 +181,10 @@ export async function startPebble(options: PebbleOptions): Promise<PebbleInstanc
     },
     output: () => output,
     stop,
+    restart: async () => {
+      await stopChild(pebble);
+      pebble = spawnPebble();
+      await waitUntilUp();
+    },
   };
 }

@@ -6,7 +6,7 @@
 // decision is a finding (SRV targets that are CNAMEs are flagged: RFC 2782 forbids them).
 
 import { isIP } from 'node:net';
-import { isValidHostname, splitHostPort } from '../config/load.js';
+import { isValidServerName, parseServerName } from '../config/server-name.js';
 import type { DnsClient } from './dns.js';
 import type { FederationTarget } from './probe.js';
 import type { Finding } from './report.js';
@@ -76,17 +76,14 @@ async function hostWithoutPort(name: string, certNameReason: string, options: Re
   return [{ host: name, port: options.fallbackPort, certName: name, hostHeader: name, certNameReason }];
 }
 
-/** A Matrix server name: a host name or IP literal, with an optional port (no scheme, no path). */
-export function isValidServerName(serverName: string): boolean {
-  const parts = splitHostPort(serverName);
-  return parts !== null && (isIP(parts.host) !== 0 || isValidHostname(parts.host)) && (parts.port === null || (parts.port >= 1 && parts.port <= 65535));
-}
+/** A Matrix server name: the one rule of config/server-name.ts, so check and check-config agree. */
+export { isValidServerName };
 
 export async function resolveServerName(serverName: string, options: ResolveOptions): Promise<Resolution> {
   const findings: Finding[] = [];
-  const parts = splitHostPort(serverName);
-  if (!parts || !isValidServerName(serverName)) {
-    findings.push({ check: 'server_name', status: 'fail', summary: `"${serverName}" is not a valid server name (host name or IP literal, optional :port)`, fix: 'give the part after the colon in a Matrix ID, e.g. example.org' });
+  const parts = parseServerName(serverName);
+  if (!parts.ok) {
+    findings.push({ check: 'server_name', status: 'fail', summary: `"${serverName}" is not a valid server name: it ${parts.problem}`, fix: parts.fix });
     return { findings, targets: [] };
   }
   const host = parts.host.toLowerCase();

@@ -6,7 +6,7 @@
 // keep the answer (or the failure) for that long.
 
 import { isIP } from 'node:net';
-import { isValidHostname, splitHostPort } from '../config/load.js';
+import { parseServerName } from '../config/server-name.js';
 import type { DnsClient } from './dns.js';
 import { httpsGet, humanDuration, type HttpsGetResult } from './https-get.js';
 import { describeTlsError } from './tls-errors.js';
@@ -47,11 +47,10 @@ export function parseMServer(value: string): { ok: true; delegation: Delegation 
   if (value.includes('/')) {
     return { ok: false, reason: `"${value}" has a path; m.server is host[:port] only`, fix: `serve {"m.server": "${value.replace(/\/.*$/, '')}"}` };
   }
-  const parts = splitHostPort(value.trim());
-  if (!parts || value !== value.trim()) return { ok: false, reason: `"${value}" is not host[:port]`, fix: 'serve {"m.server": "matrix.example.org:443"} (your delegated host, with its port if not 8448)' };
-  if (!isIP(parts.host) && !isValidHostname(parts.host)) return { ok: false, reason: `"${parts.host}" is not a valid host name`, fix: 'put the delegated host name in m.server' };
-  if (parts.port !== null && (parts.port < 1 || parts.port > 65535)) return { ok: false, reason: `port ${parts.port} is out of range`, fix: 'use a port from 1 to 65535' };
-  return { ok: true, delegation: { host: parts.host.toLowerCase().replace(/\.$/, ''), port: parts.port, text: value } };
+  // The rule fedtls's own well_known.server is checked by (config/server-name.ts).
+  const parts = parseServerName(value);
+  if (!parts.ok) return { ok: false, reason: `"${value}" ${parts.problem}`, fix: `in m.server, ${parts.fix}` };
+  return { ok: true, delegation: { host: parts.host.toLowerCase(), port: parts.port, text: value } };
 }
 
 /** How long peers keep this answer, from Cache-Control/Expires (spec: 24 h when absent, at most 48 h). */

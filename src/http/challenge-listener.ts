@@ -10,7 +10,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ChallengeTable } from '../acme/challenges.js';
 import type { Logger } from '../ops/log.js';
-import { isValidHostname, splitHostPort } from '../config/load.js';
+import { splitHostPort } from '../config/load.js';
+import { isValidHostname } from '../config/server-name.js';
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 
