@@ -221,6 +221,33 @@ describe('proxy: requests and headers', () => {
     expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
   });
 
+  it('bytes after a request that closes the connection are ignored: the backend\'s answer reaches the client, then the connection closes', async () => {
+    // HTTP/1.0 without Content-Length: the request has no body (RFC 9112 §6.3), "hello" is extra bytes.
+    const http10 = await fixture.raw(`POST /after-close/http10 HTTP/1.0\r\nHost: ${PROXY_TEST_NAME}\r\n\r\nhello`);
+    expect(http10.status).toBe(200);
+    expect(JSON.parse(http10.body)).toEqual({ target: '/after-close/http10', method: 'POST' });
+    const seen = fixture.backend.requests.filter((r) => r.target === '/after-close/http10');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.bodyBytes).toBe(0);
+
+    const smuggle = `GET /after-close/smuggled HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\n`;
+    const close = await fixture.raw(`PUT /after-close/put HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}${smuggle}`);
+    expect(close.status).toBe(200);
+    expect(close.headers.connection).toBe('close');
+    expect(JSON.parse(close.body)).toEqual({ target: '/after-close/put', method: 'PUT' });
+    expect(fixture.backend.requests.some((r) => r.target === '/after-close/smuggled')).toBe(false);
+
+    // Garbage pipelined behind a keep-alive request: the first answer whole, then the 400 for what followed.
+    const pipelined = await fixture.raw(`GET /after-close/keep-alive HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\nXYZ\u0001 / HTTP/1.1\r\n\r\n`);
+    expect(pipelined.status).toBe(200);
+    const [first, second] = pipelined.response.split(/(?=HTTP\/1\.1 )/);
+    expect(first).toContain('{"target":"/after-close/keep-alive","method":"GET"}');
+    expect(second).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(second).toMatch(/\r\nContent-Type: application\/json\r\n/);
+    expect(second).toContain('"errcode":"M_UNRECOGNIZED"');
+    expect(fixture.daemon.logs.filter((l) => l.event === 'request_refused' && l.code === 'HPE_CLOSED_CONNECTION' && l.ignored === true)).toHaveLength(2);
+  });
+
   it('malformed request lines get an answer that says what is wrong: no leading "/", a space, a URL too long', async () => {
     const host = `Host: ${PROXY_TEST_NAME}\r\n`;
     const answer = async (bytes: string): Promise<{ status: number; errcode: string; error: string }> => {
