@@ -277,6 +277,27 @@ describe('proxy: requests and headers', () => {
     expect(fixture.backend.rawReceived().includes(Buffer.from('aaaaaaaaaa'))).toBe(false);
   });
 
+  it('header and method errors say what to change: a folded header, a space before the colon, a lower-case method', async () => {
+    const host = `Host: ${PROXY_TEST_NAME}\r\n`;
+    const error = async (bytes: string): Promise<string> => {
+      const exchange = await fixture.raw(Buffer.from(bytes, 'latin1'));
+      expect(exchange.status, bytes.slice(0, 40)).toBe(400);
+      expect(exchange.headers['content-type']).toBe('application/json');
+      return (JSON.parse(exchange.body) as { error: string }).error;
+    };
+    expect(await error(`GET /msg/1 HTTP/1.1\r\n${host}X-Folded: a\r\n  b\r\n\r\n`))
+      .toBe('Malformed HTTP request: folded header lines (obs-fold) are not allowed (the X-Folded header continues on the next line); put each header\'s value on one line');
+    expect(await error(`GET /msg/2 HTTP/1.1\r\nHost : ${PROXY_TEST_NAME}\r\n\r\n`))
+      .toBe('Malformed HTTP request: the header name "Host" is followed by a space or an invalid character before the colon; write "Name: value" with no space before the ":"');
+    expect(await error(`GET /msg/3 HTTP/1.1\r\n${host}X A: b\r\n\r\n`)).toMatch(/the header name "X" is followed by a space/);
+    expect(await error(`get /msg/4 HTTP/1.1\r\n${host}\r\n`)).toBe('Malformed HTTP request: methods are case-sensitive and upper case: send "GET", not "get"');
+    expect(await error(`Put /msg/5 HTTP/1.1\r\n${host}Content-Length: 0\r\n\r\n`)).toMatch(/send "PUT", not "Put"/);
+    expect(await error(`FETCH /msg/6 HTTP/1.1\r\n${host}\r\n`)).toMatch(/^Malformed HTTP request: "FETCH" is not an HTTP method/);
+    // Still what llhttp says when there is nothing better to add.
+    expect(await error(`GET /msg/7 HTTP/1.1\r\n${host}X-A: a\u0001b\r\n\r\n`)).toBe('Malformed HTTP request: Invalid header value char');
+    expect(fixture.backend.rawReceived().includes(Buffer.from('/msg/'))).toBe(false);
+  });
+
   it('plain HTTP sent to the TLS port gets a plain-HTTP 400 saying to use https:// (not an empty reply); TLS goes on', async () => {
     // A raw socket, the method's first byte alone in the first segment.
     const raw = await new Promise<string>((resolve, reject) => {
