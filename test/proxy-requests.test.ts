@@ -387,6 +387,52 @@ describe('proxy: requests and headers', () => {
     expect(backendSawRequestLine(fixture, 'GET', '/_synapse/administrator-notes')).toBe(true);
   });
 
+  it('a "#" fragment in the target is refused (400 JSON), so no blocked path can be reached with one; never forwarded', async () => {
+    const targets = ['/_synapse/admin#x', '/_synapse#/admin/v1/users', '/frag#/../_synapse/admin/v1/users', '/_matrix/client/v3/rooms/frag#b?x=1',
+      '/_matrix/client/v3/rooms/frag?q=a#b', 'https://example.org/_synapse/admin#x', '#'];
+    for (const target of targets) {
+      const exchange = await fixture.raw(request(target));
+      expect(exchange.status, target).toBe(400);
+      expect(exchange.headers['content-type'], target).toBe('application/json');
+      const body = JSON.parse(exchange.body) as { errcode: string; error: string };
+      expect(body.errcode, target).toBe('M_UNRECOGNIZED');
+      // A lone "#" is refused by Node's parser already, with the same words.
+      expect(body.error, target).toMatch(/^(Bad request-target|Malformed HTTP request): the request-target contains "#": a URL fragment is never sent in an HTTP request; leave it out \(or percent-encode a literal "#" as %23\)$/);
+    }
+    expect(fixture.backend.rawReceived().includes(Buffer.from('#'))).toBe(false);
+    // Nor with the fragment cut off.
+    const stripped = new Set(['/_synapse/admin', '/_synapse', '/frag', '/_matrix/client/v3/rooms/frag']);
+    expect(fixture.backend.requests.filter((r) => stripped.has(r.target.split('?')[0]!))).toEqual([]);
+    // %23 is an ordinary escaped byte and passes untouched.
+    expect((await fixture.raw(request('/_matrix/client/v3/directory/room/%23frag%3Aex'))).status).toBe(200);
+    expect(backendSawRequestLine(fixture, 'GET', '/_matrix/client/v3/directory/room/%23frag%3Aex')).toBe(true);
+  });
+
+  it('an empty Host, or one with userinfo or a space, is refused with 400 JSON naming the Host header (RFC 9112 §3.2); never forwarded', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['empty', 'GET /bad-host/1 HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n', /^the Host header is empty/],
+      ['empty, HTTP/1.0', 'GET /bad-host/2 HTTP/1.0\r\nHost: \r\n\r\n', /^the Host header is empty/],
+      ['userinfo', 'GET /bad-host/3 HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', /^the Host header "a@b" has userinfo/],
+      ['userinfo with a port', `GET /bad-host/4 HTTP/1.1\r\nHost: evil@${PROXY_TEST_NAME}:8448\r\nConnection: close\r\n\r\n`, /has userinfo/],
+      ['a space', 'GET /bad-host/5 HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n', /^the Host header "a b" is not a valid host\[:port\]/],
+      ['a path', 'GET /bad-host/6 HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n', /is not a valid host\[:port\]/],
+      ['absolute form, bad Host beside it', 'GET https://example.org/bad-host/7 HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', /has userinfo/],
+    ];
+    for (const [what, bytes, message] of cases) {
+      const exchange = await fixture.raw(bytes);
+      expect(exchange.status, what).toBe(400);
+      expect(exchange.headers['content-type'], what).toBe('application/json');
+      const body = JSON.parse(exchange.body) as { errcode: string; error: string };
+      expect(body.errcode, what).toBe('M_UNRECOGNIZED');
+      expect(body.error, what).toMatch(message);
+    }
+    expect(fixture.backend.rawReceived().includes(Buffer.from('/bad-host/'))).toBe(false);
+    // What is valid still passes: a port, an IP literal, an IPv6 literal.
+    for (const host of [`${PROXY_TEST_NAME}:8448`, '127.0.0.1:8448', '[::1]:8448', '[::1]']) {
+      expect((await fixture.raw(request('/good-host', `Host: ${host}\r\n`))).status, host).toBe(200);
+    }
+  });
+
   it('OPTIONS * and HTTP/1.0 without Host are forwarded (Host from the TLS name)', async () => {
     const star = await fixture.raw(request('*', undefined, 'OPTIONS'));
     expect(star.status).toBe(200);

@@ -108,6 +108,22 @@ describe('well-known files served by fedtls', () => {
     expect(unknown.headers['access-control-allow-origin']).toBe('*');
   });
 
+  it('a "#" fragment on a discovery path is refused with 400 JSON (CORS kept), never proxied, on every listener', async () => {
+    const before = backend.requests.length;
+    for (const daemon of [proxying, strict]) {
+      for (const role of ['federation', 'https']) {
+        for (const target of ['/.well-known/matrix/client#x', '/.well-known/matrix/server#', '/.well-known/matrix/client?a=1#x']) {
+          const reply = await send(daemon, role, `GET ${target} HTTP/1.1\r\nHost: ${SERVER_NAME}\r\nConnection: close\r\n\r\n`);
+          expect(reply.status, `${role} ${target}`).toBe(400);
+          expect(reply.headers['content-type']).toBe('application/json');
+          expect(reply.headers['access-control-allow-origin']).toBe('*');
+          expect(JSON.parse(reply.body).error).toMatch(/fragment .* is never sent in an HTTP request; request \/\.well-known\/matrix\/(client|server)$/);
+        }
+      }
+    }
+    expect(backend.requests.length).toBe(before);
+  });
+
   it('D4: m.server is exactly the configured host:port, and requests for the delegated host are proxied with Host unchanged', async () => {
     const reply = await send(proxying, 'federation', `GET /.well-known/matrix/server HTTP/1.1\r\nHost: ${SERVER_NAME}\r\nConnection: close\r\n\r\n`);
     expect(reply.body).toBe(JSON.stringify({ 'm.server': M_SERVER }));
