@@ -99,6 +99,11 @@ describe('well-known files served by fedtls', () => {
       expect(post.headers['content-type']).toBe('application/json');
       expect(post.headers['access-control-allow-origin']).toBe('*');
       expect(post.headers.allow).toContain('GET');
+      // The file is cacheable for an hour; an error is not kept at all.
+      expect(get.headers['cache-control']).toBe('public, max-age=3600');
+      expect(head.headers['cache-control']).toBe('public, max-age=3600');
+      expect(preflight.headers['cache-control']).toBe('public, max-age=3600');
+      expect(post.headers['cache-control']).toBe('no-store');
       expect(JSON.parse(post.body).errcode).toBe('M_UNRECOGNIZED');
     }
     // With https_other_paths: not_found, an unknown discovery file is a JSON 404 that a browser can still read.
@@ -117,6 +122,7 @@ describe('well-known files served by fedtls', () => {
           expect(reply.status, `${role} ${target}`).toBe(400);
           expect(reply.headers['content-type']).toBe('application/json');
           expect(reply.headers['access-control-allow-origin']).toBe('*');
+          expect(reply.headers['cache-control']).toBe('no-store');
           expect(JSON.parse(reply.body).error).toMatch(/fragment .* is never sent in an HTTP request; request \/\.well-known\/matrix\/(client|server)$/);
         }
       }

@@ -1,11 +1,12 @@
 // The Matrix discovery files, answered by fedtls itself in front of another handler:
 // `/.well-known/matrix/server` ({"m.server": well_known.server}) and
 // `/.well-known/matrix/client` (the well_known.client object). Promises: a configured file is
-// always answered here with 200 application/json (never a redirect, never the backend);
-// every response on these paths (errors, HEAD, OPTIONS preflight) carries
-// `Access-Control-Allow-Origin: *`, so browser clients on any origin can read them; wrong
-// methods get 405 JSON, a "#" fragment in the target 400 JSON. A file that is not configured, and every other path, goes to `next`
-// unchanged (the homeserver may serve it, e.g. /.well-known/matrix/support).
+// always answered here with 200 application/json (never a redirect, never the backend),
+// cacheable for an hour (errors: no-store, like every error fedtls makes); every response
+// on these paths (errors, HEAD, OPTIONS preflight) carries `Access-Control-Allow-Origin: *`,
+// so browser clients on any origin can read them; wrong methods get 405 JSON, a "#"
+// fragment in the target 400 JSON. A file that is not configured, and every other path,
+// goes to `next` unchanged (the homeserver may serve it, e.g. /.well-known/matrix/support).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WellKnownConfig } from '../config/types.js';
