@@ -104,6 +104,9 @@ export function logReloadOutcome(log: Logger, outcome: ReloadOutcome, trigger: s
   }
 }
 
+/** A reload's workers are checked against this process's store only if no newer reload came within this time. */
+const WORKER_CHECK_SETTLE_MS = 1000;
+
 /**
  * 'single': everything in this process (workers: 1). 'primary': ACME, the challenge
  * listener and the control socket here, TLS listeners in worker processes. 'worker': only
@@ -188,7 +191,20 @@ export class Daemon {
     // Every reload reaches the workers, not only those that changed something here: a worker
     // that refused a pair mid-swap (files changed between its read and ours) catches up.
     if (this.pool) {
-      this.reloadSettled = this.pool.reload(trigger).then((served) => { this.checkWorkers(served, trigger); report(); });
+      const pool = this.pool;
+      const served = pool.reload(trigger);
+      const reload = pool.reloadCount;
+      this.reloadSettled = served.then((answers) => {
+        report();
+        // Compared once no other reload followed for a moment: during back-to-back reloads
+        // (a script replacing files and sending SIGHUP in a loop) the answers to an older
+        // reload, or files that changed between this process's read and a worker's, say
+        // nothing about where things end up; the newest reload's check does.
+        const check = setTimeout(() => {
+          if (pool.reloadCount === reload && !this.stopping) this.checkWorkers(answers, trigger);
+        }, WORKER_CHECK_SETTLE_MS);
+        check.unref();
+      });
     } else {
       report();
       this.reloadSettled = Promise.resolve();
@@ -196,14 +212,14 @@ export class Daemon {
     return outcomes;
   }
 
-  /** After a reload: warn about any worker that serves something else than this process's store. */
+  /** After the newest reload settled: warn about any worker that serves something else than this process's store. */
   private checkWorkers(served: Map<number, Record<string, string | null>>, trigger: string): void {
     for (const [worker, serials] of served) {
       for (const entry of this.store.list()) {
         const serial = serials[entry.source.id] ?? null;
         if (serial !== entry.pair.leaf.serial) {
           this.log.warn({ event: 'worker_certificate_mismatch', worker, trigger, source: entry.source.id, serial: entry.pair.leaf.serial, worker_serial: serial },
-            `TLS worker ${worker} serves serial ${serial ?? 'none'} for ${entry.source.id}, expected ${entry.pair.leaf.serial} (the files changed again during the reload? send SIGHUP once more)`);
+            `TLS worker ${worker} serves serial ${serial ?? 'none'} for ${entry.source.id}, expected ${entry.pair.leaf.serial}, a second after the last reload (the files changed between fedtls's read and the worker's? send SIGHUP once more)`);
         }
       }
     }

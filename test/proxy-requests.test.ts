@@ -221,6 +221,33 @@ describe('proxy: requests and headers', () => {
     expect(fixture.backend.rawReceived().includes(Buffer.from('/refuse/'))).toBe(false);
   });
 
+  it('bytes after a request that closes the connection are ignored: the backend\'s answer reaches the client, then the connection closes', async () => {
+    // HTTP/1.0 without Content-Length: the request has no body (RFC 9112 §6.3), "hello" is extra bytes.
+    const http10 = await fixture.raw(`POST /after-close/http10 HTTP/1.0\r\nHost: ${PROXY_TEST_NAME}\r\n\r\nhello`);
+    expect(http10.status).toBe(200);
+    expect(JSON.parse(http10.body)).toEqual({ target: '/after-close/http10', method: 'POST' });
+    const seen = fixture.backend.requests.filter((r) => r.target === '/after-close/http10');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.bodyBytes).toBe(0);
+
+    const smuggle = `GET /after-close/smuggled HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\n`;
+    const close = await fixture.raw(`PUT /after-close/put HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}${smuggle}`);
+    expect(close.status).toBe(200);
+    expect(close.headers.connection).toBe('close');
+    expect(JSON.parse(close.body)).toEqual({ target: '/after-close/put', method: 'PUT' });
+    expect(fixture.backend.requests.some((r) => r.target === '/after-close/smuggled')).toBe(false);
+
+    // Garbage pipelined behind a keep-alive request: the first answer whole, then the 400 for what followed.
+    const pipelined = await fixture.raw(`GET /after-close/keep-alive HTTP/1.1\r\nHost: ${PROXY_TEST_NAME}\r\n\r\nXYZ\u0001 / HTTP/1.1\r\n\r\n`);
+    expect(pipelined.status).toBe(200);
+    const [first, second] = pipelined.response.split(/(?=HTTP\/1\.1 )/);
+    expect(first).toContain('{"target":"/after-close/keep-alive","method":"GET"}');
+    expect(second).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(second).toMatch(/\r\nContent-Type: application\/json\r\n/);
+    expect(second).toContain('"errcode":"M_UNRECOGNIZED"');
+    expect(fixture.daemon.logs.filter((l) => l.event === 'request_refused' && l.code === 'HPE_CLOSED_CONNECTION' && l.ignored === true)).toHaveLength(2);
+  });
+
   it('malformed request lines get an answer that says what is wrong: no leading "/", a space, a URL too long', async () => {
     const host = `Host: ${PROXY_TEST_NAME}\r\n`;
     const answer = async (bytes: string): Promise<{ status: number; errcode: string; error: string }> => {
@@ -248,6 +275,27 @@ describe('proxy: requests and headers', () => {
     const hugeHeader = await answer(`GET /x HTTP/1.1\r\n${host}X-Big: ${'a'.repeat(70_000)}\r\n\r\n`);
     expect(hugeHeader.status).toBe(431);
     expect(fixture.backend.rawReceived().includes(Buffer.from('aaaaaaaaaa'))).toBe(false);
+  });
+
+  it('header and method errors say what to change: a folded header, a space before the colon, a lower-case method', async () => {
+    const host = `Host: ${PROXY_TEST_NAME}\r\n`;
+    const error = async (bytes: string): Promise<string> => {
+      const exchange = await fixture.raw(Buffer.from(bytes, 'latin1'));
+      expect(exchange.status, bytes.slice(0, 40)).toBe(400);
+      expect(exchange.headers['content-type']).toBe('application/json');
+      return (JSON.parse(exchange.body) as { error: string }).error;
+    };
+    expect(await error(`GET /msg/1 HTTP/1.1\r\n${host}X-Folded: a\r\n  b\r\n\r\n`))
+      .toBe('Malformed HTTP request: folded header lines (obs-fold) are not allowed (the X-Folded header continues on the next line); put each header\'s value on one line');
+    expect(await error(`GET /msg/2 HTTP/1.1\r\nHost : ${PROXY_TEST_NAME}\r\n\r\n`))
+      .toBe('Malformed HTTP request: the header name "Host" is followed by a space or an invalid character before the colon; write "Name: value" with no space before the ":"');
+    expect(await error(`GET /msg/3 HTTP/1.1\r\n${host}X A: b\r\n\r\n`)).toMatch(/the header name "X" is followed by a space/);
+    expect(await error(`get /msg/4 HTTP/1.1\r\n${host}\r\n`)).toBe('Malformed HTTP request: methods are case-sensitive and upper case: send "GET", not "get"');
+    expect(await error(`Put /msg/5 HTTP/1.1\r\n${host}Content-Length: 0\r\n\r\n`)).toMatch(/send "PUT", not "Put"/);
+    expect(await error(`FETCH /msg/6 HTTP/1.1\r\n${host}\r\n`)).toMatch(/^Malformed HTTP request: "FETCH" is not an HTTP method/);
+    // Still what llhttp says when there is nothing better to add.
+    expect(await error(`GET /msg/7 HTTP/1.1\r\n${host}X-A: a\u0001b\r\n\r\n`)).toBe('Malformed HTTP request: Invalid header value char');
+    expect(fixture.backend.rawReceived().includes(Buffer.from('/msg/'))).toBe(false);
   });
 
   it('plain HTTP sent to the TLS port gets a plain-HTTP 400 saying to use https:// (not an empty reply); TLS goes on', async () => {
@@ -337,6 +385,52 @@ describe('proxy: requests and headers', () => {
     const similar = await fixture.raw(request('/_synapse/administrator-notes'));
     expect(similar.status).toBe(200);
     expect(backendSawRequestLine(fixture, 'GET', '/_synapse/administrator-notes')).toBe(true);
+  });
+
+  it('a "#" fragment in the target is refused (400 JSON), so no blocked path can be reached with one; never forwarded', async () => {
+    const targets = ['/_synapse/admin#x', '/_synapse#/admin/v1/users', '/frag#/../_synapse/admin/v1/users', '/_matrix/client/v3/rooms/frag#b?x=1',
+      '/_matrix/client/v3/rooms/frag?q=a#b', 'https://example.org/_synapse/admin#x', '#'];
+    for (const target of targets) {
+      const exchange = await fixture.raw(request(target));
+      expect(exchange.status, target).toBe(400);
+      expect(exchange.headers['content-type'], target).toBe('application/json');
+      const body = JSON.parse(exchange.body) as { errcode: string; error: string };
+      expect(body.errcode, target).toBe('M_UNRECOGNIZED');
+      // A lone "#" is refused by Node's parser already, with the same words.
+      expect(body.error, target).toMatch(/^(Bad request-target|Malformed HTTP request): the request-target contains "#": a URL fragment is never sent in an HTTP request; leave it out \(or percent-encode a literal "#" as %23\)$/);
+    }
+    expect(fixture.backend.rawReceived().includes(Buffer.from('#'))).toBe(false);
+    // Nor with the fragment cut off.
+    const stripped = new Set(['/_synapse/admin', '/_synapse', '/frag', '/_matrix/client/v3/rooms/frag']);
+    expect(fixture.backend.requests.filter((r) => stripped.has(r.target.split('?')[0]!))).toEqual([]);
+    // %23 is an ordinary escaped byte and passes untouched.
+    expect((await fixture.raw(request('/_matrix/client/v3/directory/room/%23frag%3Aex'))).status).toBe(200);
+    expect(backendSawRequestLine(fixture, 'GET', '/_matrix/client/v3/directory/room/%23frag%3Aex')).toBe(true);
+  });
+
+  it('an empty Host, or one with userinfo or a space, is refused with 400 JSON naming the Host header (RFC 9112 §3.2); never forwarded', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['empty', 'GET /bad-host/1 HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n', /^the Host header is empty/],
+      ['empty, HTTP/1.0', 'GET /bad-host/2 HTTP/1.0\r\nHost: \r\n\r\n', /^the Host header is empty/],
+      ['userinfo', 'GET /bad-host/3 HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', /^the Host header "a@b" has userinfo/],
+      ['userinfo with a port', `GET /bad-host/4 HTTP/1.1\r\nHost: evil@${PROXY_TEST_NAME}:8448\r\nConnection: close\r\n\r\n`, /has userinfo/],
+      ['a space', 'GET /bad-host/5 HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n', /^the Host header "a b" is not a valid host\[:port\]/],
+      ['a path', 'GET /bad-host/6 HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n', /is not a valid host\[:port\]/],
+      ['absolute form, bad Host beside it', 'GET https://example.org/bad-host/7 HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n', /has userinfo/],
+    ];
+    for (const [what, bytes, message] of cases) {
+      const exchange = await fixture.raw(bytes);
+      expect(exchange.status, what).toBe(400);
+      expect(exchange.headers['content-type'], what).toBe('application/json');
+      const body = JSON.parse(exchange.body) as { errcode: string; error: string };
+      expect(body.errcode, what).toBe('M_UNRECOGNIZED');
+      expect(body.error, what).toMatch(message);
+    }
+    expect(fixture.backend.rawReceived().includes(Buffer.from('/bad-host/'))).toBe(false);
+    // What is valid still passes: a port, an IP literal, an IPv6 literal.
+    for (const host of [`${PROXY_TEST_NAME}:8448`, '127.0.0.1:8448', '[::1]:8448', '[::1]']) {
+      expect((await fixture.raw(request('/good-host', `Host: ${host}\r\n`))).status, host).toBe(200);
+    }
   });
 
   it('OPTIONS * and HTTP/1.0 without Host are forwarded (Host from the TLS name)', async () => {

@@ -99,6 +99,11 @@ describe('well-known files served by fedtls', () => {
       expect(post.headers['content-type']).toBe('application/json');
       expect(post.headers['access-control-allow-origin']).toBe('*');
       expect(post.headers.allow).toContain('GET');
+      // The file is cacheable for an hour; an error is not kept at all.
+      expect(get.headers['cache-control']).toBe('public, max-age=3600');
+      expect(head.headers['cache-control']).toBe('public, max-age=3600');
+      expect(preflight.headers['cache-control']).toBe('public, max-age=3600');
+      expect(post.headers['cache-control']).toBe('no-store');
       expect(JSON.parse(post.body).errcode).toBe('M_UNRECOGNIZED');
     }
     // With https_other_paths: not_found, an unknown discovery file is a JSON 404 that a browser can still read.
@@ -106,6 +111,23 @@ describe('well-known files served by fedtls', () => {
     expect(unknown.status).toBe(404);
     expect(unknown.headers['content-type']).toBe('application/json');
     expect(unknown.headers['access-control-allow-origin']).toBe('*');
+  });
+
+  it('a "#" fragment on a discovery path is refused with 400 JSON (CORS kept), never proxied, on every listener', async () => {
+    const before = backend.requests.length;
+    for (const daemon of [proxying, strict]) {
+      for (const role of ['federation', 'https']) {
+        for (const target of ['/.well-known/matrix/client#x', '/.well-known/matrix/server#', '/.well-known/matrix/client?a=1#x']) {
+          const reply = await send(daemon, role, `GET ${target} HTTP/1.1\r\nHost: ${SERVER_NAME}\r\nConnection: close\r\n\r\n`);
+          expect(reply.status, `${role} ${target}`).toBe(400);
+          expect(reply.headers['content-type']).toBe('application/json');
+          expect(reply.headers['access-control-allow-origin']).toBe('*');
+          expect(reply.headers['cache-control']).toBe('no-store');
+          expect(JSON.parse(reply.body).error).toMatch(/fragment .* is never sent in an HTTP request; request \/\.well-known\/matrix\/(client|server)$/);
+        }
+      }
+    }
+    expect(backend.requests.length).toBe(before);
   });
 
   it('D4: m.server is exactly the configured host:port, and requests for the delegated host are proxied with Host unchanged', async () => {

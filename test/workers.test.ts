@@ -83,6 +83,44 @@ describe('TLS worker processes', () => {
     expect(daemon.logs.filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
   });
 
+  it('a SIGHUP storm (files replaced, SIGHUP, replaced again, SIGHUP, every 50 ms) settles on the last pair everywhere, with no worker_certificate_mismatch', async () => {
+    const leaves = Array.from({ length: 4 }, () => issueLeaf(authority, { names: [NAME] }));
+    const final = issueLeaf(authority, { names: [NAME] });
+    const before = daemon.logs.length;
+    const since = (event: string): number => daemon.logs.slice(before).filter((l) => l.event === event).length;
+    const stormEnds = Date.now() + 4000;
+    // Back-to-back reloads with different files: the primary handles the second SIGHUP before
+    // the workers have answered the first, or a worker reads files newer than the primary did.
+    for (let i = 0; Date.now() < stormEnds; i++) {
+      const next = leaves[i % leaves.length]!;
+      writeFileSync(certFile, next.fullChainPem);
+      writeFileSync(keyFile, next.keyPem);
+      daemon.signal('SIGHUP');
+      await new Promise((r) => setTimeout(r, i % 5));
+      const other = leaves[(i + 1) % leaves.length]!;
+      writeFileSync(certFile, other.fullChainPem);
+      writeFileSync(keyFile, other.keyPem);
+      daemon.signal('SIGHUP');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    writeFileSync(certFile, final.fullChainPem);
+    writeFileSync(keyFile, final.keyPem);
+    daemon.signal('SIGHUP');
+    // Settled: every reload the primary started (one "reload" line per SIGHUP it handled) has
+    // been confirmed by the workers and reported, and nothing more has come for 2 s (longer
+    // than the primary waits before it compares the workers with its own store).
+    let settledFor = 0;
+    for (let waited = 0; settledFor < 2000 && waited < 30_000; waited += 100) {
+      await new Promise((r) => setTimeout(r, 100));
+      const pending = since('reload') - daemon.logs.slice(before).filter((l) => l.event === 'certificates_reloaded' && l.trigger === 'SIGHUP').length;
+      settledFor = pending === 0 && since('reload') > 1 ? settledFor + 100 : 0;
+    }
+    expect(settledFor).toBeGreaterThanOrEqual(2000);
+    expect(since('reload')).toBeGreaterThan(20);
+    expect(await serials(port, 8)).toEqual(Array(8).fill(serialOf(final.serial)));
+    expect(daemon.logs.slice(before).filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
+  });
+
   it('resumes a TLS session on any worker (a reconnecting peer skips the full handshake)', async () => {
     const connect = (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | null }> => new Promise((resolve, reject) => {
       const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });

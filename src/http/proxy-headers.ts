@@ -1,5 +1,5 @@
 // Header rules of the proxy, both ways. Owns: refusing requests whose framing or Host is
-// ambiguous (they are answered by fedtls, never forwarded); dropping hop-by-hop headers and
+// ambiguous or invalid (they are answered by fedtls, never forwarded); dropping hop-by-hop headers and
 // those named in `Connection`; replacing what a client claims in X-Forwarded-* with what
 // fedtls saw (keeping the claim only from a trusted proxy); and keeping everything else
 // exactly as sent: order, case, and repeats (several Set-Cookie stay several).
@@ -29,6 +29,17 @@ function connectionListed(raw: readonly string[]): Set<string> | null {
     }
   }
   return listed;
+}
+
+/** host[:port] (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name or an IP literal in brackets; no userinfo, never empty. */
+const VALID_HOST = /^(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:%]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$/;
+
+/** Why a Host value is refused, in words for the client (refusals only). */
+function badHostReason(value: string): string {
+  const shown = JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (value === '') return 'the Host header is empty; send the name of the server (Host: example.org)';
+  if (value.includes('@')) return `the Host header ${shown} has userinfo ("…@"); send only host[:port]`;
+  return `the Host header ${shown} is not a valid host[:port]`;
 }
 
 export interface ForwardedFacts {
@@ -63,6 +74,7 @@ export function requestHeadersForBackend(raw: readonly string[], httpVersion: st
     const lower = name.toLowerCase();
     if (lower === 'host') {
       hosts += 1;
+      if (!VALID_HOST.test(value)) return { ok: false, status: 400, errcode: 'M_UNRECOGNIZED', reason: badHostReason(value) };
       if (facts.host !== undefined) continue;
     } else if (lower === 'transfer-encoding') {
       if (value.trim().toLowerCase() !== 'chunked') {

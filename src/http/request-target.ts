@@ -2,7 +2,8 @@
 // `/path?q`, absolute-form `https://host/path?q`, asterisk-form `*`), returning the exact
 // bytes to forward (never decoded, re-encoded, merged or case-changed: federation
 // signatures cover them), and a normalised path used ONLY to decide whether a path is
-// blocked, so `/_synapse/%61dmin` or `//_synapse/./admin` cannot slip past `block_paths`.
+// blocked, so `/_synapse/%61dmin` or `//_synapse/./admin` cannot slip past `block_paths`
+// (a target with a "#" fragment is refused outright).
 // Also the words for a target that is refused, whether by Node's parser or here.
 
 export type RequestTarget =
@@ -17,7 +18,12 @@ export type RequestTarget =
 const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)([^#]*)$/i;
 const NOT_A_PATH = 'the request-target must start with "/" (or be an absolute URL such as https://host/path, or "*" for OPTIONS)';
 
+const FRAGMENT = 'the request-target contains "#": a URL fragment is never sent in an HTTP request; leave it out (or percent-encode a literal "#" as %23)';
+
 export function parseRequestTarget(raw: string, method: string): RequestTarget {
+  // No target form allows "#" (RFC 9112 §3.2). Refused before anything else, so what fedtls
+  // serves or blocks cannot be reached by a backend that reads "#" differently than we do.
+  if (raw.includes('#')) return { form: 'invalid', reason: FRAGMENT };
   if (raw.charCodeAt(0) === 0x2f /* '/' */) return { form: 'origin', target: raw };
   if (raw === '*') {
     return method === 'OPTIONS' ? { form: 'asterisk', target: '*' } : { form: 'invalid', reason: 'the request-target "*" is only valid with OPTIONS' };

@@ -1,11 +1,12 @@
 // The Matrix discovery files, answered by fedtls itself in front of another handler:
 // `/.well-known/matrix/server` ({"m.server": well_known.server}) and
 // `/.well-known/matrix/client` (the well_known.client object). Promises: a configured file is
-// always answered here with 200 application/json (never a redirect, never the backend);
-// every response on these paths (errors, HEAD, OPTIONS preflight) carries
-// `Access-Control-Allow-Origin: *`, so browser clients on any origin can read them; wrong
-// methods get 405 JSON. A file that is not configured, and every other path, goes to `next`
-// unchanged (the homeserver may serve it, e.g. /.well-known/matrix/support).
+// always answered here with 200 application/json (never a redirect, never the backend),
+// cacheable for an hour (errors: no-store, like every error fedtls makes); every response
+// on these paths (errors, HEAD, OPTIONS preflight) carries `Access-Control-Allow-Origin: *`,
+// so browser clients on any origin can read them; wrong methods get 405 JSON, a "#"
+// fragment in the target 400 JSON. A file that is not configured, and every other path,
+// goes to `next` unchanged (the homeserver may serve it, e.g. /.well-known/matrix/support).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WellKnownConfig } from '../config/types.js';
@@ -44,10 +45,21 @@ export function createWellKnownHandler(config: WellKnownConfig, next: Handler): 
   const documents = wellKnownDocuments(config);
   if (documents.size === 0) return next;
   return (req, res) => {
-    const pathOnly = (req.url ?? '').split('?', 1)[0]!;
+    const url = req.url ?? '';
+    if (!url.startsWith(WELL_KNOWN_MATRIX_PREFIX)) {
+      next(req, res);
+      return;
+    }
+    const end = url.search(/[?#]/);
+    const pathOnly = end === -1 ? url : url.slice(0, end);
     const body = documents.get(pathOnly);
     if (body === undefined) {
       next(req, res);
+      return;
+    }
+    if (url.includes('#')) {
+      req.resume();
+      sendMatrixError(res, 400, 'M_UNRECOGNIZED', `Bad request-target: a URL fragment ("#…") is never sent in an HTTP request; request ${pathOnly}`, { ...DISCOVERY_CORS_HEADERS });
       return;
     }
     switch (req.method) {

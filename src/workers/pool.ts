@@ -51,6 +51,7 @@ export class WorkerPool {
   private readonly pending = new Map<number, PendingQuestion>();
   private nextQuestionId = 1;
   private stopping = false;
+  private reloadsSent = 0;
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
@@ -153,10 +154,19 @@ export class WorkerPool {
   }
 
   /**
+   * How many reloads were sent so far (SIGHUP and ACME alike). A reload's answers describe
+   * the newest state only while this has not moved on past the count right after it was sent.
+   */
+  get reloadCount(): number {
+    return this.reloadsSent;
+  }
+
+  /**
    * Every ready worker re-reads the certificate files. Resolves with what each worker serves
    * (worker id → source id → serial) once all have answered, or after RELOAD_WAIT_MS.
    */
   reload(trigger: string): Promise<Map<number, Record<string, string | null>>> {
+    this.reloadsSent += 1;
     return this.ask((id) => ({ type: 'fedtls:reload', id, trigger }), RELOAD_WAIT_MS, (stragglers) => {
       this.options.log.warn({ event: 'worker_reload_slow', workers: stragglers, trigger }, `TLS workers ${stragglers.join(', ')} did not confirm the certificate reload within ${RELOAD_WAIT_MS / 1000} s`);
     }) as Promise<Map<number, Record<string, string | null>>>;
