@@ -322,6 +322,9 @@ describe('server names peers would refuse or misread (Matrix spec "Server names"
     expect(manual.output).toContain('"*.wild.test:443" has a port, but a name here has no port (a certificate is for a name, whatever the port): write "*.wild.test"');
     expect(manual.output).toContain('"dot.test." ends with a dot, which CAs refuse: drop the dot and write "dot.test"');
     expect(manual.output).not.toContain('is not a valid DNS name');
+    // A wildcard without port or dot is a name like any other here.
+    const wildcard = await check({ server_name: 'example.test', acme: { enabled: false }, tls: { certificates: [{ certificate_path: '/x/c.pem', private_key_path: '/x/k.pem', names: ['*.wild.test', 'example.test'] }] } });
+    expect(wildcard.output).not.toMatch(/tls\.certificates\[0\]\.names/);
     const acme = await check({ server_name: 'example.test', acme: { domains: ['example.test', 'matrix.example.test:8448', 'matrix.example.test.'] } });
     expect(acme.code).toBe(1);
     expect(acme.output).toContain('acme.domains: "matrix.example.test:8448" has a port, but a name here has no port (a certificate is for a name, whatever the port): write "matrix.example.test"');

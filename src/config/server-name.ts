@@ -112,6 +112,5 @@ export function certificateNameProblem(name: string): string | null {
     return `ends with a dot, which CAs refuse: drop the dot and write "${wildcard}${bare.replace(/\.+$/, '')}"`;
   }
   if (!isValidHostname(bare)) return 'is not a valid DNS name (letters, digits and hyphens, in labels separated by dots, e.g. "matrix.example.org")';
-  if (!isValidHostname(name)) return 'is not a valid DNS name (letters, digits and hyphens, in labels separated by dots, e.g. "matrix.example.org")';
   return null;
 }
