@@ -56,7 +56,7 @@ export function certificateSources(config: Config): CertificateSource[] {
 export function peerNames(config: Config): PeerName[] {
   const names: PeerName[] = [];
   if (config.serverHost) names.push({ name: config.serverHost, why: 'server_name' });
-  const delegated = config.wellKnown.server?.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  const delegated = config.wellKnown.serverHost;
   if (delegated && delegated !== config.serverHost) names.push({ name: delegated, why: 'the host /.well-known/matrix/server delegates to' });
   return names;
 }
@@ -265,11 +265,8 @@ export class Daemon {
     const proxy = this.proxy;
     try {
       if (role !== 'worker') {
-        const problem = unwritableDirectory(config.stateDir, config.stateDir);
-        if (problem) {
-          const byHand = /\((EACCES|EPERM)\)/.test(problem) ? `. Or create it by hand: install -d -m 0700 -o <fedtls user> ${config.stateDir} (systemd's StateDirectory= does this for the unit)` : '';
-          throw new StateDirError(`state_dir: ${problem}${byHand}`);
-        }
+        const problem = unwritableDirectory(config.stateDir, config.stateDir, `. Or create it by hand: install -d -m 0700 -o <fedtls user> ${config.stateDir} (systemd's StateDirectory= does this for the unit)`);
+        if (problem) throw new StateDirError(`state_dir: ${problem}`);
       }
       // The control socket first: a second fedtls with the same state_dir is told plainly that
       // one is already running, instead of failing later on a busy port.

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
 import https from 'node:https';
-import type { Responder } from './helpers/backend.js';
+import { streamFiller, type Responder } from './helpers/backend.js';
 import { eventually, httpsRequest, processStats, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
 
 const MB = 1024 * 1024;
@@ -32,18 +32,8 @@ const responder: Responder = (req, res, record) => {
     return;
   }
   if (url.startsWith('/download/')) {
-    const total = Number(url.split('/')[2]) * MB;
-    const chunk = Buffer.alloc(256 * 1024, 0x62);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < total) {
-        sent += chunk.length;
-        if (!res.write(chunk)) { res.once('drain', pump); return; }
-      }
-      res.end();
-    };
-    pump();
+    streamFiller(res, Number(url.split('/')[2]) * MB);
     return;
   }
   if (url.startsWith('/cut/length')) {

@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tls from 'node:tls';
-import type { Responder } from './helpers/backend.js';
+import { streamFiller, type Responder } from './helpers/backend.js';
 import { freePort } from './helpers/pebble.js';
 import { eventually, httpsRequest, PROXY_TEST_NAME, startProxyFixture, type ProxyFixture } from './helpers/proxy-fixture.js';
 
@@ -15,18 +15,9 @@ const responder: Responder = (req, res) => {
   req.resume();
   if (url.startsWith('/hang') || url.startsWith('/upload-stall')) return; // never answers (reads what comes)
   if (url.startsWith('/download')) {
-    const chunk = Buffer.alloc(256 * 1024, 0x62);
     const total = 40 * 1024 * 1024;
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(total) });
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < total) {
-        sent += chunk.length;
-        if (!res.write(chunk)) { res.once('drain', pump); return; }
-      }
-      res.end();
-    };
-    pump();
+    streamFiller(res, total);
     return;
   }
   if (url.startsWith('/stall-body')) {

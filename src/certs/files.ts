@@ -70,8 +70,11 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o64
   }
 }
 
-/** Null when `dir` exists (or can be created) and this process can write in it; else what is wrong and how to fix it. */
-export function unwritableDirectory(dir: string, chownTarget: string): string | null {
+/**
+ * Null when `dir` exists (or can be created) and this process can write in it; else what is
+ * wrong and how to fix it. `ownershipHint` is added when the fix is the folder's owner.
+ */
+export function unwritableDirectory(dir: string, chownTarget: string, ownershipHint = ''): string | null {
   try {
     ensureDirectory(dir);
     accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
@@ -79,7 +82,7 @@ export function unwritableDirectory(dir: string, chownTarget: string): string | 
   } catch (error) {
     const code = error instanceof DirectoryError ? error.code : (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     const at = error instanceof DirectoryError ? error.at : dir;
-    return directoryProblem(dir, at, code, chownTarget);
+    return directoryProblem(dir, at, code, chownTarget, ownershipHint);
   }
 }
 
@@ -136,7 +139,7 @@ export function directoryCannotBeUsed(dir: string, chownTarget: string): string 
   }
 }
 
-function directoryProblem(dir: string, at: string, code: string, chownTarget: string): string {
+function directoryProblem(dir: string, at: string, code: string, chownTarget: string, ownershipHint = ''): string {
   if ((code === 'ENOENT' || code === 'EPERM' || code === 'EACCES') && onVirtualFileSystem(at)) code = 'ENOENT';
   let user: string;
   try { user = userInfo().username; } catch { user = `uid ${process.getuid?.() ?? '?'}`; }
@@ -150,7 +153,7 @@ function directoryProblem(dir: string, at: string, code: string, chownTarget: st
       return `fedtls cannot create ${at}: its parent folder is on a virtual file system (such as /proc or /sys) that takes no new folders; choose a path on a disk, e.g. /var/lib/fedtls`;
     case 'EACCES':
     case 'EPERM':
-      return `fedtls (running as ${user}) cannot write ${dir} (${code}); fix the ownership, e.g. chown -R ${user}: ${chownTarget}, then restart or run fedtls renew`;
+      return `fedtls (running as ${user}) cannot write ${dir} (${code}); fix the ownership, e.g. chown -R ${user}: ${chownTarget}, then restart or run fedtls renew${ownershipHint}`;
     default:
       return `fedtls (running as ${user}) cannot create or write ${dir} (${code} at ${at}); check the path, its owner and its file system`;
   }

@@ -41,7 +41,7 @@ export function checkConfigCommand(configPath: string): number {
   }
   // Not when acme.domains already got its warning (that one says why and what to do), nor when
   // well_known.server delegates to a name that is covered (then peers never ask for server_name).
-  const delegated = config.wellKnown.server?.replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase() ?? null;
+  const delegated = config.wellKnown.serverHost;
   const delegationCovered = delegated !== null && coveredNames.some((pattern) => nameMatches(pattern, delegated));
   if (config.serverHost && !delegationCovered && !config.warnings.some((w) => w.key === 'acme.domains') && !coveredNames.some((pattern) => nameMatches(pattern, config.serverHost))) {
     warnings.push(`no certificate holds server_name ${config.serverHost}: peers that connect to ${config.serverHost} will refuse the TLS handshake (fine only if /.well-known/matrix/server delegates to a name that is covered)`);

@@ -478,6 +478,7 @@ export function buildConfig(raw: unknown, file: string): Config {
   }
   const wellKnown = {
     server: wkServer,
+    serverHost: wkServer ? splitHostPort(wkServer)?.host.toLowerCase() ?? null : null,
     client: wkClient,
     httpsOtherPaths: wellKnownReader.oneOf('https_other_paths', ['proxy', 'not_found'] as const, 'proxy'),
   };
@@ -508,7 +509,7 @@ export function buildConfig(raw: unknown, file: string): Config {
   }
   // acme.domains without server_name is right only for a delegated host (well_known.server,
   // or delegation fedtls does not see); an edited example config that still says example.org is not.
-  const delegatedHost = wkServer ? splitHostPort(wkServer)?.host.toLowerCase() ?? null : null;
+  const delegatedHost = wellKnown.serverHost;
   if (acme.enabled && serverHost && !isIP(serverHost) && domains.length > 0 && !domains.includes(serverHost)
       && !(delegatedHost && domains.includes(delegatedHost)) && !certificates.some((c) => c.names.some((name) => coversName(name, serverHost)))) {
     warnings.push({ key: 'acme.domains', message: `[${domains.join(', ')}] does not include server_name ${serverHost}, and well_known.server does not delegate to any of these names: fedtls would obtain a certificate for names that may not be yours, and peers connecting to ${serverHost} would refuse the handshake. Add ${serverHost} to acme.domains, or remove acme.domains (its default is server_name). Ignore this only if ${serverHost} is delegated to one of these names elsewhere (a .well-known file served by another web server, or SRV records)` });

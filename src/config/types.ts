@@ -51,6 +51,8 @@ export interface ProxyConfig {
 export interface WellKnownConfig {
   /** `host[:port]` served as `m.server`, or null = file not served. */
   server: string | null;
+  /** The host part of `server` (lower case, IPv6 without brackets): the name peers then connect to. */
+  serverHost: string | null;
   /** The client discovery object, or null = file not served. */
   client: Record<string, unknown> | null;
   /** What the extra HTTPS listener does with paths other than .well-known. */

@@ -77,6 +77,11 @@ const UNREACHABLE_LOG_LIMIT: RateLimit = { intervalMs: 10_000, burst: 1 };
  */
 const TOO_LARGE_LOG_LIMIT: RateLimit = { intervalMs: 60_000, burst: 5 };
 
+/** A request-target as logged: its first 200 characters. */
+function pathForLog(target: string): string {
+  return target.length > 200 ? target.slice(0, 200) : target;
+}
+
 /** The request head for the backend, written in one piece (upstream.ts frames the body). */
 function requestHead(method: string, target: string, headers: readonly string[], framing: BodyFraming): string {
   let head = `${method} ${target} HTTP/1.1\r\n`;
@@ -144,8 +149,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
     }
     const declaredLength = req.headers['content-length'];
     if (declaredLength !== undefined && Number(declaredLength) > config.maxBodySize) {
-      const target = parsed.target.length > 200 ? parsed.target.slice(0, 200) : parsed.target;
-      logTooLarge(method, target, normalizePeerAddress(req.socket.remoteAddress), Number(declaredLength), 'content-length', true);
+      logTooLarge(method, pathForLog(parsed.target), normalizePeerAddress(req.socket.remoteAddress), Number(declaredLength), 'content-length', true);
       refuse(req, res, 413, 'M_TOO_LARGE', tooLargeMessage);
       return;
     }
@@ -165,7 +169,7 @@ export function createProxyHandler({ config, log, onBackendResponse }: ProxyOpti
   const forward = (req: IncomingMessage, res: ServerResponse, method: string, target: string, headers: string[], peer: string): void => {
     const framing: BodyFraming = req.headers['transfer-encoding'] !== undefined ? 'chunked' : (req.headers['content-length'] ?? '0') !== '0' ? 'length' : 'none';
     const head = requestHead(method, target, headers, framing);
-    const logPath = target.length > 200 ? target.slice(0, 200) : target;
+    const logPath = pathForLog(target);
     counters.inFlight += 1;
     let settled = false;
     let exchange: Exchange | null = null;

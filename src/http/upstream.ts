@@ -191,15 +191,10 @@ export class Exchange {
           if (!this.onHeadText(text)) return;
           break;
         }
-        case 'length': {
-          const take = Math.min(this.remaining, data.length - at);
-          const piece = data.subarray(at, at + take);
-          at += take;
-          this.remaining -= take;
+        case 'length':
+          at = this.takeBody(data, at);
           if (this.remaining === 0) this.state = 'done';
-          this.deliver(piece);
           break;
-        }
         case 'close':
           this.deliver(at === 0 ? data : data.subarray(at));
           at = data.length;
@@ -226,18 +221,13 @@ export class Exchange {
           this.state = this.remaining === 0 ? 'trailer' : 'chunk-data';
           break;
         }
-        case 'chunk-data': {
-          const take = Math.min(this.remaining, data.length - at);
-          const piece = data.subarray(at, at + take);
-          at += take;
-          this.remaining -= take;
+        case 'chunk-data':
+          at = this.takeBody(data, at);
           if (this.remaining === 0) {
             this.state = 'chunk-crlf';
             this.remaining = 2;
           }
-          this.deliver(piece);
           break;
-        }
         case 'chunk-crlf': {
           const expected = this.remaining === 2 ? 0x0d : 0x0a;
           if (data[at] !== expected) return this.fail({ kind: 'protocol', message: 'a chunk of the response does not end with CRLF' });
@@ -341,6 +331,14 @@ export class Exchange {
   private protocolError(what: string): false {
     this.fail({ kind: 'protocol', message: `the response has ${what}` });
     return false;
+  }
+
+  /** Passes on up to `remaining` body bytes of `data` from `at`; returns the offset after them. */
+  private takeBody(data: Buffer, at: number): number {
+    const take = Math.min(this.remaining, data.length - at);
+    this.remaining -= take;
+    this.deliver(data.subarray(at, at + take));
+    return at + take;
   }
 
   private deliver(piece: Buffer): void {

@@ -52,6 +52,20 @@ export const defaultResponder: Responder = (req, res) => {
   res.end(body);
 };
 
+/** Writes `total` bytes of filler to `res` in 256 KB pieces, waiting for 'drain' (a download as fast as the client reads), then ends it. */
+export function streamFiller(res: ServerResponse, total: number): void {
+  const chunk = Buffer.alloc(256 * 1024, 0x62);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < total) {
+      sent += chunk.length;
+      if (!res.write(chunk)) { res.once('drain', pump); return; }
+    }
+    res.end();
+  };
+  pump();
+}
+
 export async function startBackend(options: { keepBody?: boolean } = {}): Promise<Backend> {
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>();
