@@ -30,6 +30,8 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
 const DURATION = Number(args.duration ?? 10);
 const CONCURRENCY = Number(args.concurrency ?? 50);
 const ROUNDS = Number(args.rounds ?? 2);
+/** Idle time between the warm-up and the first load (a worker's GC limits change after idling). */
+const SETTLE_SECONDS = Number(args.settle ?? 1);
 const UPLOAD_MB = 50;
 const UPLOAD_IN_FLIGHT = 20;
 const SIGHUPS = 100;
@@ -336,7 +338,10 @@ async function startFedtls(backendPort) {
   };
   const file = path.join(home, 'fedtls.yaml');
   writeFileSync(file, JSON.stringify(config, null, 2)); // JSON is YAML
-  const nodeArgs = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ROOT, 'bench', 'profiles')}`] : [];
+  const nodeArgs = [
+    ...(args['node-flags'] ? String(args['node-flags']).split(' ').filter(Boolean) : []),
+    ...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ROOT, 'bench', 'profiles')}`] : []),
+  ];
   const child = start('fedtls', process.execPath, [...nodeArgs, CLI, 'run', '--config', file]);
   await waitReady('fedtls', `https://127.0.0.1:${port}/`, child);
   return { name: 'fedtls', label: 'fedtls', url: `https://127.0.0.1:${port}`, port, child, tls: true };
@@ -411,7 +416,7 @@ try {
   }
   // Warm up every system (JIT, connection pools), then read idle RSS.
   for (const system of systems) await runWrk(`${system.url}/`, { duration: 2 });
-  await sleep(1000);
+  await sleep(SETTLE_SECONDS * 1000);
   for (const system of systems) {
     results[system.name] = { idle: { rss: treeRss(system.child.pid) } };
   }
