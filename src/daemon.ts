@@ -21,6 +21,7 @@ import { createChallengeHandler } from './http/challenge-listener.js';
 import { markClosedByFedtls } from './http/closed-by-fedtls.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
+import { newTicketSecret, SessionTicketKeys, takeTicketSecret } from './http/session-tickets.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
 import { WorkerPool } from './workers/pool.js';
@@ -135,6 +136,8 @@ export class Daemon {
   private readonly announcedListeners: { role: string; address: string }[] = [];
   /** The TLS worker processes (role 'primary' only). */
   private readonly pool: WorkerPool | null;
+  /** The session ticket keys of this process's TLS listeners. */
+  private readonly ticketKeys: SessionTicketKeys;
 
   constructor(
     readonly config: Config,
@@ -143,8 +146,11 @@ export class Daemon {
   ) {
     this.store = new CertificateStore(config.tls.defaultName, { peerNames: peerNames(config) });
     this.expiryWatch = new ExpiryWatch({ store: this.store, log });
+    // One ticket secret per daemon start, handed to the TLS workers: a session resumes on any of them.
+    const ticketSecret = (role === 'worker' ? takeTicketSecret() : null) ?? newTicketSecret();
+    this.ticketKeys = new SessionTicketKeys(ticketSecret);
     this.pool = role === 'primary'
-      ? new WorkerPool({ config, log, onListening: (listener, address) => this.logListening(listener, address) })
+      ? new WorkerPool({ config, log, ticketSecret, onListening: (listener, address) => this.logListening(listener, address) })
       : null;
     this.acme = config.acme.enabled && role !== 'worker'
       ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log, onIssued: () => this.pool?.reload('acme').then(() => undefined) })
@@ -280,9 +286,9 @@ export class Daemon {
       }
       if (proxy) {
         const federationHandler = createWellKnownHandler(config.wellKnown, proxy);
-        await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, log }), 'listen.federation');
+        await this.bindAll('federation', config.listen.federation, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: federationHandler, ticketKeys: this.ticketKeys, log }), 'listen.federation');
         const httpsHandler = createWellKnownHandler(config.wellKnown, config.wellKnown.httpsOtherPaths === 'proxy' ? proxy : createNotFoundHandler());
-        await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, log }), 'listen.https');
+        await this.bindAll('https', config.listen.https, () => createTlsServer({ store: this.store, proxyConfig: config.proxy, handler: httpsHandler, ticketKeys: this.ticketKeys, log }), 'listen.https');
       }
       if (this.pool) {
         await this.pool.start();

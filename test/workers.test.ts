@@ -1,7 +1,8 @@
 // `workers: 2`: the TLS listeners run in worker processes (node:cluster). A SIGHUP swap must
 // reach every worker before the primary says "certificate_replaced": several handshakes in a
 // row (round-robin over the workers) all see the new serial. Requests are proxied by the
-// workers, a session resumes on any worker, and a worker that dies is replaced.
+// workers, a session resumes on any worker (with a fresh ticket each time), and a worker
+// that dies is replaced.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -121,25 +122,35 @@ describe('TLS worker processes', () => {
     expect(daemon.logs.slice(before).filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
   });
 
-  it('resumes a TLS session on any worker (a reconnecting peer skips the full handshake)', async () => {
-    const connect = (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | null }> => new Promise((resolve, reject) => {
+  it('resumes a TLS session on any worker, and every resumption brings a fresh ticket (OpenSSL clients use a ticket once)', async () => {
+    const connect = (session?: Buffer): Promise<{ reused: boolean; tickets: Buffer[] }> => new Promise((resolve, reject) => {
       const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });
-      let ticket: Buffer | null = null;
+      const tickets: Buffer[] = [];
       let reused = false;
-      socket.on('session', (s: Buffer) => { ticket = s; });
+      socket.on('session', (s: Buffer) => { tickets.push(s); });
       socket.on('secureConnect', () => {
         reused = socket.isSessionReused();
         socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
       });
       socket.on('data', () => undefined);
-      socket.on('close', () => resolve({ reused, ticket }));
+      socket.on('close', () => resolve({ reused, tickets }));
       socket.on('error', reject);
     });
-    const { ticket } = await connect();
-    expect(ticket).not.toBeNull();
-    const reused: boolean[] = [];
-    for (let i = 0; i < 6; i++) reused.push((await connect(ticket!)).reused);
-    expect(reused).toEqual(Array(6).fill(true));
+    const first = await connect();
+    expect(first.tickets.length).toBeGreaterThan(0);
+    // The same ticket on every worker (round-robin alternates them).
+    const sameTicket: boolean[] = [];
+    for (let i = 0; i < 4; i++) sameTicket.push((await connect(first.tickets.at(-1))).reused);
+    expect(sameTicket).toEqual(Array(4).fill(true));
+    // Each connection offers the ticket the previous (resumed) one received, as OpenSSL does.
+    const chain: { reused: boolean; newTickets: number }[] = [];
+    let ticket = first.tickets.at(-1);
+    for (let i = 0; i < 6; i++) {
+      const next = await connect(ticket);
+      chain.push({ reused: next.reused, newTickets: next.tickets.length });
+      ticket = next.tickets.at(-1);
+    }
+    expect(chain.every((c) => c.reused && c.newTickets > 0)).toBe(true);
   });
 
   it('every worker answers plain HTTP on the TLS port with a plain-HTTP 400 (round-robin reaches both)', async () => {

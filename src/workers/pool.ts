@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { ListenError } from '../http/listen.js';
+import { TICKET_SECRET_ENV } from '../http/session-tickets.js';
 import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer, type ToWorker } from './messages.js';
 
 const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
@@ -22,6 +23,8 @@ const RESTART_DELAY_MS = 1000;
 export interface WorkerPoolOptions {
   config: Config;
   log: Logger;
+  /** The session ticket secret every worker's TLS listeners share. */
+  ticketSecret: Buffer;
   /** Called once per configured listener address, when the first worker has bound it. */
   onListening(role: string, address: string): void;
 }
@@ -79,7 +82,11 @@ export class WorkerPool {
 
   private fork(): Promise<void> {
     const { config, log } = this.options;
-    const worker = cluster.fork({ [WORKER_CONFIG_ENV]: config.text ?? '', [WORKER_CONFIG_FILE_ENV]: config.file });
+    const worker = cluster.fork({
+      [WORKER_CONFIG_ENV]: config.text ?? '',
+      [WORKER_CONFIG_FILE_ENV]: config.file,
+      [TICKET_SECRET_ENV]: this.options.ticketSecret.toString('hex'),
+    });
     const entry = { worker, ready: false };
     this.workers.set(worker.id, entry);
     return new Promise<void>((resolve, reject) => {
