@@ -259,6 +259,7 @@ async function startNginx(backendPort) {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${certFile};
     ssl_certificate_key ${keyFile};
+    ssl_protocols TLSv1.2 TLSv1.3; # nginx 1.22 (Debian 12) offers at most TLS 1.2 by default
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -347,6 +348,28 @@ async function startFedtls(backendPort) {
   return { name: 'fedtls', label: 'fedtls', url: `https://127.0.0.1:${port}`, port, child, tls: true };
 }
 
+// ---------------------------------------------------------------- TLS probe
+/**
+ * What a reconnecting OpenSSL client (like wrk) gets: the protocol, and how many of the
+ * connections after the first resumed the session the previous one left (each offers the
+ * ticket the previous connection received, as OpenSSL clients do: a ticket is used once).
+ */
+function tlsProbe(system, connections = 4) {
+  const sessionFile = (i) => path.join(dir, `probe-${system.name}-${i}.pem`);
+  let protocol = '?';
+  let resumed = 0;
+  for (let i = 0; i < connections; i++) {
+    const argv = ['s_client', '-connect', `127.0.0.1:${system.port}`, '-servername', 'bench.fedtls.test', '-sess_out', sessionFile(i)];
+    if (i > 0 && existsSync(sessionFile(i - 1))) argv.push('-sess_in', sessionFile(i - 1));
+    // Keep stdin open a moment so the session tickets (sent after the handshake) arrive.
+    const out = spawnSync('sh', ['-c', `(printf 'GET / HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n'; sleep 0.4) | "$0" "$@"`, tools.openssl, ...argv], { encoding: 'utf8', timeout: 5000 }).stdout ?? '';
+    const line = /^(New|Reused), (TLSv[\d.]+)/m.exec(out);
+    if (line) protocol = line[2];
+    if (i > 0 && line?.[1] === 'Reused') resumed += 1;
+  }
+  return { protocol, resumed, of: connections - 1 };
+}
+
 // ---------------------------------------------------------------- loads
 const uploadScript = path.join(dir, 'upload.lua');
 writeFileSync(uploadScript, `wrk.method = "PUT"
@@ -420,6 +443,7 @@ try {
   for (const system of systems) {
     results[system.name] = { idle: { rss: treeRss(system.child.pid) } };
   }
+  for (const system of systems) if (system.tls) results[system.name].tls = tlsProbe(system);
   // Each load runs ROUNDS times over all systems in turn; the best round per system counts
   // (other processes on the machine only ever make a round worse, for every system alike).
   const better = { keepalive: 'rps', newconn: 'cps', upload: 'mbps', sighup: null };
@@ -516,6 +540,8 @@ Loads (wrk, ${WRK_THREADS} threads, all on loopback, client and servers share th
 uploads ${UPLOAD_MB} MB PUT bodies, ${UPLOAD_IN_FLIGHT} in flight, ${Math.max(DURATION, 10) * 1.5} s. Each cell: value (ratio to nginx / ratio to Caddy).
 ${skipped.length ? `\nSkipped: ${skipped.join('; ')}.\n` : ''}
 ${lines.join('\n')}
+
+TLS as a reconnecting OpenSSL client sees it (protocol; connections that resumed the previous one's session): ${systems.filter((s) => results[s.name]?.tls).map((s) => `${s.label} ${results[s.name].tls.protocol}, ${results[s.name].tls.resumed}/${results[s.name].tls.of}`).join('; ')}.
 
 ## fedtls under SIGHUP
 ${sh ? `${sh.sighups} SIGHUPs (each swapping the certificate) during ${DURATION} s of keep-alive load: ${fmt(sh.rps, 0)} req/s, p50 ${sh.p50} ms, p99 ${sh.p99} ms (steady: p99 ${ka?.p99} ms), ${sh.failed} failed requests.` : 'not run'}
