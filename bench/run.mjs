@@ -9,7 +9,7 @@
 //          --keep (leave the temp dir), --concurrency=N (default 50), --rounds=N (default 2).
 
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync, mkdirSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, mkdirSync, renameSync, rmSync, existsSync, statSync } from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
 import net from 'node:net';
@@ -230,6 +230,7 @@ http {
   fastcgi_temp_path ${prefix}/tmp/fastcgi;
   uwsgi_temp_path ${prefix}/tmp/uwsgi;
   scgi_temp_path ${prefix}/tmp/scgi;
+  log_format uploads '$msec $request_length $status';
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   client_max_body_size 0;
@@ -239,13 +240,16 @@ ${body}
   return file;
 }
 
+const uploadLog = path.join(dir, 'uploads.log');
+
 async function startBackend() {
   const port = await freePort();
   const file = nginxConfig('backend', `  server {
     listen 127.0.0.1:${port};
     location / { default_type application/json; return 200 '${SMALL_JSON}'; }
-    # Uploads: WebDAV PUT reads the whole body before it answers (into tmpfs).
-    location /upload/ { root ${dir}/backend/dav; dav_methods PUT; create_full_put_path on; client_body_buffer_size 1m; }
+    # Uploads: WebDAV PUT reads the whole body into a temp file (tmpfs) before it answers; each
+    # upload is logged when it ends, with the bytes received (the upload figure counts both).
+    location /upload/ { root ${dir}/backend/dav; dav_methods PUT; create_full_put_path on; client_body_buffer_size 1m; access_log ${uploadLog} uploads; }
   }`, '1');
   const child = start('backend', tools.nginx, ['-p', path.join(dir, 'backend'), '-c', file, '-g', 'daemon off;']);
   await waitReady('backend nginx', `http://127.0.0.1:${port}/`, child);
@@ -388,6 +392,26 @@ async function loadNewConnections(system) {
   return { cps: r.rps, p99: r.p99, failed: r.failed };
 }
 
+/**
+ * Bytes of upload bodies the backend has received between `since` and now (seconds): the
+ * uploads it completed since (its log) plus those still arriving (their temp files' sizes).
+ */
+function uploadedBytesSince(since) {
+  const now = Date.now() / 1000;
+  let bytes = 0;
+  if (existsSync(uploadLog)) {
+    for (const line of readFileSync(uploadLog, 'utf8').split('\n')) {
+      const [msec, length] = line.split(' ').map(Number);
+      if (msec >= since && msec <= now && Number.isFinite(length)) bytes += length;
+    }
+  }
+  const inProgress = path.join(dir, 'backend', 'tmp', 'body');
+  for (const name of existsSync(inProgress) ? readdirSync(inProgress) : []) {
+    try { bytes += statSync(path.join(inProgress, name)).size; } catch { /* completed meanwhile */ }
+  }
+  return { bytes, at: now };
+}
+
 async function loadUpload(system) {
   const pid = system.child.pid;
   const pids = processTree(pid); // fixed for the load: sampling reads only these
@@ -395,10 +419,18 @@ async function loadUpload(system) {
   let peak = before;
   const sampler = setInterval(() => { peak = Math.max(peak, treeRss(pid, pids)); }, 50);
   const duration = Math.max(DURATION, 10) * 1.5;
+  const startedAt = Date.now() / 1000;
+  // MB/s from the bytes the backend has received just before wrk stops, unfinished uploads
+  // included: counting completed uploads only would drop up to 20 × 50 MB at the end of the
+  // window (the 20 progress in step), a different share for each system.
+  let received = null;
+  const snapshot = setTimeout(() => { received = uploadedBytesSince(startedAt); }, (duration - 0.5) * 1000);
   const r = await runWrk(`${system.url}/`, { duration, connections: UPLOAD_IN_FLIGHT, script: uploadScript, timeout: '120s' });
+  clearTimeout(snapshot);
   clearInterval(sampler);
   peak = Math.max(peak, treeRss(pid, pids));
-  return { mbps: (r.requests * UPLOAD_MB) / duration, uploads: r.requests, rssGrowth: peak - before, failed: r.failed };
+  const mbps = received ? received.bytes / 2 ** 20 / (received.at - startedAt) : (r.requests * UPLOAD_MB) / duration;
+  return { mbps, uploads: r.requests, completedMbps: (r.requests * UPLOAD_MB) / duration, rssGrowth: peak - before, failed: r.failed };
 }
 
 /** Keep-alive load while fedtls receives SIGHUPs, each one swapping the certificate (same key, other serial). */
