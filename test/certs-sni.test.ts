@@ -4,7 +4,7 @@
 // `fedtls certificates`, answered live by the daemon, and from the files once it is gone.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Duplex } from 'node:stream';
@@ -19,6 +19,35 @@ const SERVER_NAME = 'sni.fedtls.test';
 const DELEGATED = 'matrix.sni-delegated.test';
 const WILDCARD = '*.wild.fedtls.test';
 const BROKEN = 'broken.sni.fedtls.test';
+
+/**
+ * A TLS 1.3 ClientHello (x25519, TLS_AES_128_GCM_SHA256) offering `tickets` pre_shared_key
+ * identities of 32 random bytes each, with binders; SNI `servername` if given.
+ */
+function clientHelloOffering(tickets: number, servername?: string): Buffer {
+  const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
+  const vector16 = (...parts: Buffer[]): Buffer => { const body = Buffer.concat(parts); return Buffer.concat([u16(body.length), body]); };
+  const extension = (type: number, ...body: Buffer[]): Buffer => Buffer.concat([u16(type), vector16(...body)]);
+  const identities = Array.from({ length: tickets }, () => Buffer.concat([vector16(randomBytes(32)), Buffer.alloc(4)]));
+  const binders = Array.from({ length: tickets }, () => Buffer.concat([Buffer.from([32]), randomBytes(32)]));
+  const extensions = Buffer.concat([
+    ...(servername ? [extension(0x0000, vector16(Buffer.from([0]), vector16(Buffer.from(servername))))] : []),
+    extension(0x000a, vector16(u16(0x001d))), // supported_groups: x25519
+    extension(0x000d, vector16(u16(0x0403), u16(0x0804), u16(0x0401))), // signature_algorithms
+    extension(0x002b, Buffer.from([2, 0x03, 0x04])), // supported_versions: TLS 1.3
+    extension(0x0033, vector16(u16(0x001d), vector16(randomBytes(32)))), // key_share
+    extension(0x002d, Buffer.from([1, 1])), // psk_key_exchange_modes: psk_dhe_ke
+    extension(0x0029, vector16(...identities), vector16(...binders)), // pre_shared_key (last)
+  ]);
+  const body = Buffer.concat([u16(0x0303), randomBytes(32), Buffer.from([0]), vector16(u16(0x1301)), Buffer.from([1, 0]), vector16(extensions)]);
+  const handshake = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
+  const records: Buffer[] = [];
+  for (let at = 0; at < handshake.length; at += 16384) {
+    const fragment = handshake.subarray(at, at + 16384);
+    records.push(Buffer.from([0x16, 0x03, 0x01]), u16(fragment.length), fragment);
+  }
+  return Buffer.concat(records);
+}
 
 interface ReportRow { name: string; source: string; status: string; serial: string | null; issuer: string | null; not_after: string | null; days_left: number | null; certificate_path: string; private_key_path: string; problem: { file: string; reason: string } | null; covered: boolean }
 
@@ -152,6 +181,26 @@ describe('T6: SNI picks the certificate; the default serves the rest', () => {
     silent.on('error', () => undefined);
     expect(await bySni(DELEGATED)).toBe(serialOf(delegated.serial));
     silent.destroy();
+  });
+
+  it('a ClientHello offering more session tickets than any client does is dropped unanswered; one unknown ticket gets a full handshake', async () => {
+    // The first bytes the server sends back for a hand-made TLS 1.3 ClientHello that offers
+    // `tickets` made-up session tickets ('' when it closes without a word).
+    const answerTo = (tickets: number, servername?: string): Promise<string> => new Promise((resolve, reject) => {
+      const socket = net.connect(running.port, '127.0.0.1', () => socket.write(clientHelloOffering(tickets, servername)));
+      let got = Buffer.alloc(0);
+      socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(got.subarray(0, 6).toString('hex')));
+      setTimeout(() => { socket.destroy(); reject(new Error('no answer and no close in 5 s')); }, 5000).unref();
+      setTimeout(() => socket.end(), 500).unref();
+    });
+    // 16 03 03 <length> 02: a ServerHello record.
+    expect(await answerTo(1)).toMatch(/^160303[0-9a-f]{4}02$/);
+    expect(await answerTo(4, SERVER_NAME)).toMatch(/^160303[0-9a-f]{4}02$/);
+    expect(await answerTo(5)).toBe('');
+    expect(await answerTo(500, SERVER_NAME)).toBe('');
+    expect(await bySni(SERVER_NAME)).toBe(serialOf(main.serial));
   });
 
   it('T6: after a swap of the delegated pair, the first handshake for it gets the new one and the others are kept', async () => {
