@@ -21,7 +21,7 @@ import { createChallengeHandler } from './http/challenge-listener.js';
 import { markClosedByFedtls } from './http/closed-by-fedtls.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
-import { newTicketSecret, SessionTicketKeys, takeTicketSecret } from './http/session-tickets.js';
+import { SESSION_LIFETIME_SECONDS, SessionTicketKeys, TICKET_KEY_ROTATION_MS, ticketKeyCallbackAvailable } from './http/session-tickets.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
 import { WorkerPool } from './workers/pool.js';
@@ -136,21 +136,21 @@ export class Daemon {
   private readonly announcedListeners: { role: string; address: string }[] = [];
   /** The TLS worker processes (role 'primary' only). */
   private readonly pool: WorkerPool | null;
-  /** The session ticket keys of this process's TLS listeners. */
+  /** The session ticket keys: this process's own ('single', 'primary': rotated here), or the primary's copy ('worker'). */
   private readonly ticketKeys: SessionTicketKeys;
+  private stopTicketKeyRotation: () => void = () => undefined;
 
   constructor(
     readonly config: Config,
     readonly log: Logger,
     readonly role: DaemonRole = config.workers > 1 ? 'primary' : 'single',
+    ticketKeys: SessionTicketKeys = SessionTicketKeys.generate(),
   ) {
     this.store = new CertificateStore(config.tls.defaultName, { peerNames: peerNames(config) });
     this.expiryWatch = new ExpiryWatch({ store: this.store, log });
-    // One ticket secret per daemon start, handed to the TLS workers: a session resumes on any of them.
-    const ticketSecret = (role === 'worker' ? takeTicketSecret() : null) ?? newTicketSecret();
-    this.ticketKeys = new SessionTicketKeys(ticketSecret);
+    this.ticketKeys = ticketKeys;
     this.pool = role === 'primary'
-      ? new WorkerPool({ config, log, ticketSecret, onListening: (listener, address) => this.logListening(listener, address) })
+      ? new WorkerPool({ config, log, ticketKeys, onListening: (listener, address) => this.logListening(listener, address) })
       : null;
     this.acme = config.acme.enabled && role !== 'worker'
       ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log, onIssued: () => this.pool?.reload('acme').then(() => undefined) })
@@ -309,6 +309,8 @@ export class Daemon {
     }
     if (role === 'worker') return;
 
+    this.stopTicketKeyRotation = this.ticketKeys.startRotation(() => this.pool?.sendTicketKeys());
+    this.logSessionTickets();
     if (this.store.defaultPair() === null && config.acme.enabled) {
       log.info({ event: 'waiting_for_certificate', names: config.acme.domains },
         `no certificate yet: fedtls asks ${config.acme.directoryUrl} for one now; the CA will connect to ${config.acme.domains.map((name) => `http://${name}/.well-known/acme-challenge/…`).join(' and ')} (port 80 of this machine, from the internet), then 8448 serves the certificate without a restart`);
@@ -319,6 +321,18 @@ export class Daemon {
     }
     this.acme?.start();
     log.info({ event: 'ready', server_name: config.serverName, backend: config.proxy.backend.origin, certificates: this.store.size }, `fedtls is running for ${config.serverName}, forwarding to ${config.proxy.backend.origin}`);
+  }
+
+  /** Once at start: how TLS sessions resume, so an admin comparing handshake rates knows. */
+  private logSessionTickets(): void {
+    const shared = this.pool ? `shared by the ${this.pool.size} TLS workers, ` : '';
+    if (ticketKeyCallbackAvailable()) {
+      this.log.info({ event: 'tls_session_tickets', mode: 'fedtls', rotation_s: TICKET_KEY_ROTATION_MS / 1000, lifetime_s: SESSION_LIFETIME_SECONDS },
+        `TLS session tickets: random keys in memory, ${shared}a new one every ${TICKET_KEY_ROTATION_MS / 3_600_000} h; a session resumes for up to ${SESSION_LIFETIME_SECONDS / 60} minutes, with a new ticket each time`);
+    } else {
+      this.log.warn({ event: 'tls_session_tickets', mode: 'node' },
+        `TLS session tickets: this Node.js lacks the ticket-key hook fedtls uses, so Node's own tickets apply${this.pool ? ' (per worker: a reconnection that reaches another worker does a full handshake)' : ''}, and OpenSSL-based peers resume only every other reconnection`);
+    }
   }
 
   /** One line for systemd's STATUS=: what is served now. */
@@ -408,6 +422,7 @@ export class Daemon {
   stop(options: { quiet?: boolean } = {}): Promise<void> {
     this.stopping ??= (async () => {
       const drainMs = this.config.shutdown.drainTimeoutMs;
+      this.stopTicketKeyRotation();
       // Stop accepting before the first await: a worker answers the primary's stop right after
       // calling stop(), and the primary announces 'stopping' on that answer, so this worker's
       // listeners must already be closed by then.

@@ -1,13 +1,15 @@
 // Session ticket keys (src/http/session-tickets.ts) on a real TLS server and client: a ticket
 // resumes while its key is current or one rotation old, every resumption brings a new ticket,
-// another daemon's (another secret's) tickets do not resume, and the secret handed to a
-// worker leaves its environment once read.
+// another daemon's tickets do not resume, a worker's copy of the keys (as sent over the cluster
+// channel) resumes the primary's tickets, malformed keys are refused, and clients are told the
+// session lifetime.
 
 import { afterEach, describe, expect, it } from 'vitest';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import forge from 'node-forge';
 import { createAuthority, issueLeaf } from './helpers/certs.js';
-import { newTicketSecret, SessionTicketKeys, takeTicketSecret, TICKET_KEY_ROTATION_MS, TICKET_SECRET_ENV } from '../src/http/session-tickets.js';
+import { SESSION_LIFETIME_SECONDS, SessionTicketKeys } from '../src/http/session-tickets.js';
 
 const authority = createAuthority('Tickets Test CA');
 const leaf = issueLeaf(authority, { names: ['tickets.fedtls.test'] });
@@ -38,10 +40,17 @@ function connect(port: number, session?: Buffer): Promise<{ reused: boolean; tic
   });
 }
 
+/** The ticket lifetime the server announced: field [9] (tlsext_tick_lifetime_hint) of OpenSSL's SSL_SESSION encoding. */
+function ticketLifetimeOf(session: Buffer): number {
+  const fields = forge.asn1.fromDer(forge.util.createBuffer(session.toString('binary'))).value as forge.asn1.Asn1[];
+  const timeout = fields.find((field) => field.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && field.type === 9)!;
+  const integer = (timeout.value as forge.asn1.Asn1[])[0]!.value as string;
+  return [...integer].reduce((n, c) => n * 256 + c.charCodeAt(0), 0);
+}
+
 describe('session tickets', () => {
-  it('resumes with a current or one-rotation-old key, renews the ticket each time, and forgets older keys', async () => {
-    let now = 10 * TICKET_KEY_ROTATION_MS + 5;
-    const keys = new SessionTicketKeys(newTicketSecret(), () => now);
+  it('resumes with the current or the previous key, renews the ticket each time, and forgets older keys', async () => {
+    const keys = SessionTicketKeys.generate();
     const port = await serverWith(keys);
     const first = await connect(port);
     expect(first.reused).toBe(false);
@@ -51,35 +60,58 @@ describe('session tickets', () => {
     expect(again).toMatchObject({ reused: true });
     expect(again.tickets.length).toBeGreaterThan(0);
 
-    now += TICKET_KEY_ROTATION_MS; // the key that made `ticket` is now the previous one
+    keys.rotate(); // the key that made `ticket` is now the previous one
     expect((await connect(port, ticket)).reused).toBe(true);
 
-    now += TICKET_KEY_ROTATION_MS; // two rotations later: a full handshake
+    keys.rotate(); // two rotations later: a full handshake
     expect((await connect(port, ticket)).reused).toBe(false);
   });
 
-  it("does not resume another daemon's ticket (another secret)", async () => {
-    const portA = await serverWith(new SessionTicketKeys(newTicketSecret()));
-    const portB = await serverWith(new SessionTicketKeys(newTicketSecret()));
+  it('keeps at most two keys and overwrites the one it drops', () => {
+    const keys = SessionTicketKeys.generate();
+    const [first] = keys.export();
+    const firstInMemory = (keys as unknown as { keys: { material: Buffer }[] }).keys[0]!.material;
+    keys.rotate();
+    expect(keys.export()).toHaveLength(2);
+    expect(keys.export()[1]).toBe(first);
+    keys.rotate();
+    expect(keys.export()).toHaveLength(2);
+    expect(keys.export()).not.toContain(first);
+    expect(firstInMemory.toString('hex')).not.toBe(first); // the buffer OpenSSL was given is overwritten
+  });
+
+  it("does not resume another daemon's ticket (other keys)", async () => {
+    const portA = await serverWith(SessionTicketKeys.generate());
+    const portB = await serverWith(SessionTicketKeys.generate());
     const fromA = await connect(portA);
     expect((await connect(portB, fromA.tickets.at(-1))).reused).toBe(false);
     expect((await connect(portA, fromA.tickets.at(-1))).reused).toBe(true);
   });
 
-  it('two processes with one secret resume each other\'s tickets (what the TLS workers share)', async () => {
-    const secret = newTicketSecret();
-    const portA = await serverWith(new SessionTicketKeys(secret));
-    const portB = await serverWith(new SessionTicketKeys(Buffer.from(secret)));
+  it("a worker's copy of the primary's keys resumes its tickets, before and after a rotation; malformed keys are refused", async () => {
+    const primary = SessionTicketKeys.generate();
+    const worker = SessionTicketKeys.fromExported(primary.export())!;
+    const portA = await serverWith(SessionTicketKeys.fromExported(primary.export())!);
+    const portB = await serverWith(worker);
     const fromA = await connect(portA);
     expect((await connect(portB, fromA.tickets.at(-1))).reused).toBe(true);
+    primary.rotate();
+    expect(worker.replace(primary.export())).toBe(true);
+    expect((await connect(portB, fromA.tickets.at(-1))).reused).toBe(true); // still the previous key
+
+    for (const bad of [undefined, 'ab', [], ['zz'.repeat(64)], ['ab'], ['00'.repeat(64), '00'.repeat(64), '00'.repeat(64)], [42]]) {
+      expect(SessionTicketKeys.fromExported(bad)).toBeNull();
+      expect(worker.replace(bad)).toBe(false);
+    }
+    expect((await connect(portB, fromA.tickets.at(-1))).reused).toBe(true); // nothing changed by refused keys
   });
 
-  it('takes the secret out of the environment once read and ignores a malformed one', () => {
-    const secret = newTicketSecret();
-    const env: NodeJS.ProcessEnv = { [TICKET_SECRET_ENV]: secret.toString('hex'), OTHER: 'x' };
-    expect(takeTicketSecret(env)?.equals(secret)).toBe(true);
-    expect(env).toEqual({ OTHER: 'x' });
-    expect(takeTicketSecret({ [TICKET_SECRET_ENV]: 'not hex' })).toBeNull();
-    expect(takeTicketSecret({})).toBeNull();
+  it(`tells clients a session lasts ${SESSION_LIFETIME_SECONDS} s (not OpenSSL's default 7200 s), on a fresh and on a resumed session`, async () => {
+    const port = await serverWith(SessionTicketKeys.generate());
+    const first = await connect(port);
+    expect(ticketLifetimeOf(first.tickets.at(-1)!)).toBe(SESSION_LIFETIME_SECONDS);
+    const resumed = await connect(port, first.tickets.at(-1));
+    expect(resumed.reused).toBe(true);
+    expect(ticketLifetimeOf(resumed.tickets.at(-1)!)).toBe(SESSION_LIFETIME_SECONDS);
   });
 });

@@ -122,35 +122,43 @@ describe('TLS worker processes', () => {
     expect(daemon.logs.slice(before).filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
   });
 
-  it('resumes a TLS session on any worker, and every resumption brings a fresh ticket (OpenSSL clients use a ticket once)', async () => {
-    const connect = (session?: Buffer): Promise<{ reused: boolean; tickets: Buffer[] }> => new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });
-      const tickets: Buffer[] = [];
-      let reused = false;
-      socket.on('session', (s: Buffer) => { tickets.push(s); });
-      socket.on('secureConnect', () => {
-        reused = socket.isSessionReused();
-        socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
-      });
-      socket.on('data', () => undefined);
-      socket.on('close', () => resolve({ reused, tickets }));
-      socket.on('error', reject);
+  /** A TLS connection (with SNI `servername`, or none) that sends one request; whether it resumed and the tickets it got. */
+  const connectForTickets = (servername: string | undefined, session?: Buffer): Promise<{ reused: boolean; tickets: Buffer[] }> => new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ...(servername ? { servername } : {}), rejectUnauthorized: false, ...(session ? { session } : {}) });
+    const tickets: Buffer[] = [];
+    let reused = false;
+    socket.on('session', (s: Buffer) => { tickets.push(s); });
+    socket.on('secureConnect', () => {
+      reused = socket.isSessionReused();
+      socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
     });
-    const first = await connect();
-    expect(first.tickets.length).toBeGreaterThan(0);
-    // The same ticket on every worker (round-robin alternates them).
-    const sameTicket: boolean[] = [];
-    for (let i = 0; i < 4; i++) sameTicket.push((await connect(first.tickets.at(-1))).reused);
-    expect(sameTicket).toEqual(Array(4).fill(true));
-    // Each connection offers the ticket the previous (resumed) one received, as OpenSSL does.
-    const chain: { reused: boolean; newTickets: number }[] = [];
-    let ticket = first.tickets.at(-1);
-    for (let i = 0; i < 6; i++) {
-      const next = await connect(ticket);
-      chain.push({ reused: next.reused, newTickets: next.tickets.length });
-      ticket = next.tickets.at(-1);
-    }
-    expect(chain.every((c) => c.reused && c.newTickets > 0)).toBe(true);
+    socket.on('data', () => undefined);
+    socket.on('close', () => resolve({ reused, tickets }));
+    socket.on('error', reject);
+  });
+
+  for (const servername of [NAME, undefined]) {
+    it(`resumes a TLS session on any worker, and every resumption brings a fresh ticket (OpenSSL clients use a ticket once): ${servername ? 'with SNI' : 'without SNI'}`, async () => {
+      const first = await connectForTickets(servername);
+      expect(first.tickets.length).toBeGreaterThan(0);
+      // The same ticket on every worker (round-robin alternates them).
+      const sameTicket: boolean[] = [];
+      for (let i = 0; i < 4; i++) sameTicket.push((await connectForTickets(servername, first.tickets.at(-1))).reused);
+      expect(sameTicket).toEqual(Array(4).fill(true));
+      // Each connection offers the ticket the previous (resumed) one received, as OpenSSL does.
+      const chain: { reused: boolean; newTickets: number }[] = [];
+      let ticket = first.tickets.at(-1);
+      for (let i = 0; i < 6; i++) {
+        const next = await connectForTickets(servername, ticket);
+        chain.push({ reused: next.reused, newTickets: next.tickets.length });
+        ticket = next.tickets.at(-1);
+      }
+      expect(chain).toEqual(Array(6).fill({ reused: true, newTickets: 1 }));
+    });
+  }
+
+  it('says once at start how sessions resume', () => {
+    expect(daemon.logs.filter((l) => l.event === 'tls_session_tickets')).toEqual([expect.objectContaining({ mode: 'fedtls', rotation_s: 3600, lifetime_s: 3600 })]);
   });
 
   it('every worker answers plain HTTP on the TLS port with a plain-HTTP 400 (round-robin reaches both)', async () => {
@@ -175,11 +183,31 @@ describe('TLS worker processes', () => {
     const before = daemon.logs.length;
     process.kill(victim!, 'SIGKILL');
     await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_exited', 20_000, 'worker_exited');
-    const deadline = Date.now() + 20_000;
-    while (childPids(daemon.child.pid!).filter((p) => p !== victim).length < 2 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_restarted', 20_000, 'worker_restarted');
     expect(childPids(daemon.child.pid!).filter((p) => p !== victim)).toHaveLength(2);
     expect(await serials(port, 6)).toEqual(Array(6).fill(serving));
+  });
+
+  it('a worker that dies while it restarts is started again (with a growing delay), and gets the ticket keys too', async () => {
+    const ticket = (await connectForTickets(NAME)).tickets.at(-1);
+    const initial = childPids(daemon.child.pid!);
+    const before = daemon.logs.length;
+    process.kill(initial[0]!, 'SIGKILL');
+    // Kill the replacement as soon as it appears (a worker takes far longer than 5 ms to start).
+    let replacement: number | undefined;
+    for (const deadline = Date.now() + 20_000; replacement === undefined && Date.now() < deadline;) {
+      replacement = childPids(daemon.child.pid!).find((p) => !initial.includes(p));
+      if (replacement === undefined) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(replacement).toBeDefined();
+    process.kill(replacement!, 'SIGKILL');
+    const failed = await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_start_failed', 20_000, 'worker_start_failed');
+    expect(failed).toMatchObject({ level: 50, retry_in_s: 2 });
+    await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_restarted', 20_000, 'worker_restarted');
+    expect(childPids(daemon.child.pid!).filter((p) => p !== initial[0] && p !== replacement)).toHaveLength(2);
+    // Both workers (the survivor and the third try) resume a ticket issued before.
+    const resumed: boolean[] = [];
+    for (let i = 0; i < 4; i++) resumed.push((await connectForTickets(NAME, ticket)).reused);
+    expect(resumed).toEqual(Array(4).fill(true));
   });
 });

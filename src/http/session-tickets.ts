@@ -1,72 +1,137 @@
-// TLS session tickets. Owns: the ticket keys of every TLS listener of this daemon (one secret,
-// made by the process that starts the daemon and handed to its TLS workers, so a peer resumes
-// on whichever worker it reaches), their hourly rotation, and a fresh ticket after every
-// resumed handshake.
-// Why: Node's own ticket handling issues no new ticket when a TLS 1.3 session resumes, and
-// OpenSSL-based clients (Synapse's Twisted, curl, wrk) do not offer a ticket twice, so every
-// other reconnection was a full handshake (certificate, signature, more CPU on both ends).
-// Answering "renew" from the ticket-key callback makes OpenSSL send a new ticket each time,
-// as nginx, Caddy and HAProxy do. The callback is a Node internal (SecureContext's
-// enableTicketKeyCallback); where it is missing, Node's default tickets stay in place.
+// TLS session tickets. Owns: the keys that encrypt this daemon's session tickets, how long a
+// ticket resumes, and a fresh ticket after every resumed handshake.
+// Keys: random, made in memory by the process that owns the daemon (the single process, or
+// the primary with TLS workers), never written anywhere. A new key encrypts tickets every
+// hour; the previous hour's key still decrypts; older keys are overwritten and dropped, so a
+// key stolen later cannot open tickets (TLS 1.2 session secrets) more than two hours old. The
+// primary hands its keys to each TLS worker over the cluster channel (never the environment,
+// which /proc/<pid>/environ keeps for the process's life) at start and at each rotation, so a
+// session resumes on whichever worker a reconnection reaches, with or without SNI.
+// Why a callback: Node's own ticket handling issues no new ticket when a TLS 1.3 session
+// resumes, and OpenSSL-based clients (Synapse's Twisted, curl, wrk) offer a ticket once, so
+// every other reconnection was a full handshake. Answering "renew" from the ticket-key callback
+// makes OpenSSL send a new ticket each time, as nginx, Caddy and HAProxy do. The callback is a
+// Node internal (SecureContext's enableTicketKeyCallback); where it is missing, Node's default
+// tickets stay in place and `ticketKeyCallbackAvailable()` says so.
 
-import { hkdfSync, randomBytes } from 'node:crypto';
-import type { SecureContext } from 'node:tls';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import tls, { type SecureContext } from 'node:tls';
 
-/** The environment variable carrying the ticket secret from the primary to its TLS workers. */
-export const TICKET_SECRET_ENV = 'FEDTLS_TICKET_SECRET';
-
-/** A key encrypts new tickets for an hour; tickets made with the previous hour's key still resume. */
+/** A new key encrypts tickets every hour; tickets made with the previous hour's key still resume. */
 export const TICKET_KEY_ROTATION_MS = 60 * 60 * 1000;
+
+/** How long a session resumes (OpenSSL's default is 2 hours), also sent to clients as the ticket lifetime. */
+export const SESSION_LIFETIME_SECONDS = 60 * 60;
 
 // What OpenSSL's ticket-key callback returns (RFC 5077 style callback, via Node).
 const TICKET_UNKNOWN = 0;
 const TICKET_OK = 1;
 const TICKET_OK_RENEW = 2;
 
+const NAME_BYTES = 16;
+const HMAC_KEY_BYTES = 32;
+const AES_KEY_BYTES = 16;
+const KEY_BYTES = NAME_BYTES + HMAC_KEY_BYTES + AES_KEY_BYTES;
+
 interface TicketKey {
-  name: Buffer; // 16 bytes, sent in the clear inside the ticket
-  hmacKey: Buffer; // 32 bytes
-  aesKey: Buffer; // 16 bytes
+  material: Buffer; // name | hmac key | aes key; overwritten when dropped
+  name: Buffer; // sent in the clear inside the ticket
+  hmacKey: Buffer;
+  aesKey: Buffer;
 }
 
 type TicketKeyAnswer = [number, Buffer, Buffer] | [number, Buffer, Buffer, Buffer, Buffer];
-const UNUSED_HMAC_KEY = Buffer.alloc(32);
-const UNUSED_AES_KEY = Buffer.alloc(16);
+const UNUSED_HMAC_KEY = Buffer.alloc(HMAC_KEY_BYTES);
+const UNUSED_AES_KEY = Buffer.alloc(AES_KEY_BYTES);
 
-interface NativeContextWithTicketCallback {
+interface NativeContext {
   enableTicketKeyCallback?: () => void;
   onticketkeycallback?: (name: Buffer, iv: Buffer, encrypt: boolean) => TicketKeyAnswer;
+  setSessionTimeout?: (seconds: number) => void;
 }
 
-/** A new ticket secret (the process that starts the daemon makes one per start). */
-export function newTicketSecret(): Buffer {
-  return randomBytes(32);
+function nativeOf(context: SecureContext): NativeContext | undefined {
+  return (context as unknown as { context?: NativeContext }).context;
 }
 
-/**
- * The secret the primary handed to this TLS worker, removed from the environment once read
- * (nothing this process starts needs it); null when there is none.
- */
-export function takeTicketSecret(env: NodeJS.ProcessEnv = process.env): Buffer | null {
-  const given = env[TICKET_SECRET_ENV];
-  delete env[TICKET_SECRET_ENV];
-  return given && /^[0-9a-f]{64}$/.test(given) ? Buffer.from(given, 'hex') : null;
+/** Whether this Node lets fedtls choose the ticket keys (otherwise each process uses Node's own). */
+export function ticketKeyCallbackAvailable(): boolean {
+  return typeof nativeOf(tls.createSecureContext())?.enableTicketKeyCallback === 'function';
 }
+
+function keyFrom(material: Buffer): TicketKey {
+  return {
+    material,
+    name: material.subarray(0, NAME_BYTES),
+    hmacKey: material.subarray(NAME_BYTES, NAME_BYTES + HMAC_KEY_BYTES),
+    aesKey: material.subarray(NAME_BYTES + HMAC_KEY_BYTES, KEY_BYTES),
+  };
+}
+
+/** The keys as the primary sends them to a worker: hex, newest first. */
+export type ExportedTicketKeys = string[];
 
 export class SessionTicketKeys {
-  private readonly keys = new Map<number, TicketKey>();
+  /** Newest first: [0] encrypts, every one decrypts. At most the current and the previous key. */
+  private keys: TicketKey[] = [];
   private readonly armed = new WeakSet<object>();
 
-  constructor(private readonly secret: Buffer, private readonly now: () => number = Date.now) {}
+  /** Keys of their own (the single process or the primary), starting with one fresh key. */
+  static generate(): SessionTicketKeys {
+    const keys = new SessionTicketKeys();
+    keys.rotate();
+    return keys;
+  }
+
+  /** A worker's copy of the primary's keys; null when `exported` is not a valid set. */
+  static fromExported(exported: unknown): SessionTicketKeys | null {
+    const keys = new SessionTicketKeys();
+    return keys.replace(exported) ? keys : null;
+  }
+
+  /** A new random key encrypts from now on; the one before it still decrypts; older ones are wiped. */
+  rotate(): void {
+    this.keep([keyFrom(randomBytes(KEY_BYTES)), ...this.keys.slice(0, 1)]);
+  }
+
+  /** Takes the primary's keys (a worker, at start and at each rotation). False, changing nothing, if they are malformed. */
+  replace(exported: unknown): boolean {
+    if (!Array.isArray(exported) || exported.length === 0 || exported.length > 2) return false;
+    if (!exported.every((hex) => typeof hex === 'string' && hex.length === KEY_BYTES * 2 && /^[0-9a-f]+$/.test(hex))) return false;
+    this.keep((exported as string[]).map((hex) => keyFrom(Buffer.from(hex, 'hex'))));
+    return true;
+  }
+
+  /** The keys for a worker (over the cluster channel only). */
+  export(): ExportedTicketKeys {
+    return this.keys.map((key) => key.material.toString('hex'));
+  }
+
+  /** Rotates every TICKET_KEY_ROTATION_MS, calling `onRotate` after each; returns the function that stops it. */
+  startRotation(onRotate: () => void = () => undefined): () => void {
+    const timer = setInterval(() => {
+      this.rotate();
+      onRotate();
+    }, TICKET_KEY_ROTATION_MS);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private keep(next: TicketKey[]): void {
+    for (const old of this.keys) if (!next.includes(old)) randomFillSync(old.material);
+    this.keys = next;
+  }
 
   /**
-   * Makes handshakes that start with `context` use these keys, with a new ticket after each
-   * resumption. Returns false when this Node lacks the callback (its own tickets then apply).
+   * Makes handshakes that start with `context` use these keys and the session lifetime, with a
+   * new ticket after each resumption. False when this Node lacks the callback (its own tickets
+   * then apply).
    */
   arm(context: SecureContext): boolean {
-    const native = (context as unknown as { context?: NativeContextWithTicketCallback }).context;
+    const native = nativeOf(context);
     if (!native || typeof native.enableTicketKeyCallback !== 'function') return false;
     if (this.armed.has(native)) return true;
+    native.setSessionTimeout?.(SESSION_LIFETIME_SECONDS);
     native.onticketkeycallback = (name, _iv, encrypt) => this.answer(name, encrypt);
     native.enableTicketKeyCallback();
     this.armed.add(native);
@@ -74,27 +139,13 @@ export class SessionTicketKeys {
   }
 
   private answer(name: Buffer, encrypt: boolean): TicketKeyAnswer {
-    const epoch = Math.floor(this.now() / TICKET_KEY_ROTATION_MS);
     if (encrypt) {
-      const key = this.keyFor(epoch);
+      const key = this.keys[0]!;
       return [TICKET_OK, key.hmacKey, key.aesKey, key.name, randomBytes(16)];
     }
-    for (const candidate of [epoch, epoch - 1]) {
-      const key = this.keyFor(candidate);
-      if (key.name.equals(name)) return [TICKET_OK_RENEW, key.hmacKey, key.aesKey];
-    }
+    const key = this.keys.find((candidate) => candidate.name.equals(name));
+    if (key) return [TICKET_OK_RENEW, key.hmacKey, key.aesKey];
     // Node reads both keys whatever the answer (a missing one aborts the process): give unused ones.
     return [TICKET_UNKNOWN, UNUSED_HMAC_KEY, UNUSED_AES_KEY];
-  }
-
-  private keyFor(epoch: number): TicketKey {
-    let key = this.keys.get(epoch);
-    if (!key) {
-      const material = Buffer.from(hkdfSync('sha256', this.secret, Buffer.alloc(0), `fedtls session ticket key ${epoch}`, 64));
-      key = { hmacKey: material.subarray(0, 32), aesKey: material.subarray(32, 48), name: material.subarray(48, 64) };
-      for (const old of this.keys.keys()) if (old < epoch - 1) this.keys.delete(old);
-      this.keys.set(epoch, key);
-    }
-    return key;
   }
 }

@@ -1,19 +1,25 @@
 // The messages between the primary process and its TLS worker processes (node:cluster IPC).
 // The primary owns ACME, the challenge listener, the control socket and the decision to
 // reload; a worker owns nothing but its TLS listeners and its copy of the certificate store,
-// which it fills from the same files when the primary says so.
+// which it fills from the same files when the primary says so, and the session ticket keys
+// the primary gives it.
+
+import type { ExportedTicketKeys } from '../http/session-tickets.js';
 
 /**
- * Primary → worker. Each is answered with `fedtls:answer` and its id; a stop is answered as
- * soon as the worker has stopped accepting (it then drains and exits), with a StopAnswer.
+ * Primary → worker. Those with an id are answered with `fedtls:answer` and that id; a stop is
+ * answered as soon as the worker has stopped accepting (it then drains and exits), with a
+ * StopAnswer. Ticket keys come when the worker asks at start and after each rotation.
  */
 export type ToWorker =
+  | { type: 'fedtls:ticket-keys'; keys: ExportedTicketKeys }
   | { type: 'fedtls:reload'; id: number; trigger: string }
   | { type: 'fedtls:metrics'; id: number }
   | { type: 'fedtls:stop'; id: number };
 
 /** Worker → primary. */
 export type FromWorker =
+  | { type: 'fedtls:need-ticket-keys' }
   | { type: 'fedtls:listening'; role: string; configured: string; address: string }
   | { type: 'fedtls:ready' }
   | { type: 'fedtls:start-failed'; message: string; address: string | null; code: string | null }

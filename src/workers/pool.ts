@@ -1,7 +1,8 @@
 // The primary's side of `workers: N > 1`: forks N worker processes (node:cluster) that serve
-// the TLS listeners, starts them with the very config text the primary read, tells them to
-// reload certificate files and waits until every one has, restarts a worker that dies, and
-// stops them gracefully. Promises: start() resolves once every worker listens (or rejects
+// the TLS listeners, starts them with the very config text the primary read, gives them the
+// session ticket keys (at start and at each rotation), tells them to reload certificate files
+// and waits until every one has, restarts a worker that dies (retrying, with a growing delay,
+// a restart that fails), and stops them gracefully. Promises: start() resolves once every worker listens (or rejects
 // with the first worker's listen error); reload() resolves once every running worker serves
 // what the files hold (or after a bounded wait, with a warning naming the stragglers).
 
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { ListenError } from '../http/listen.js';
-import { TICKET_SECRET_ENV } from '../http/session-tickets.js';
+import type { SessionTicketKeys } from '../http/session-tickets.js';
 import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer, type ToWorker } from './messages.js';
 
 const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
@@ -19,12 +20,13 @@ const RELOAD_WAIT_MS = 10_000;
 const METRICS_WAIT_MS = 2000;
 const STOP_ACCEPTING_WAIT_MS = 5000;
 const RESTART_DELAY_MS = 1000;
+const RESTART_DELAY_MAX_MS = 30_000;
 
 export interface WorkerPoolOptions {
   config: Config;
   log: Logger;
-  /** The session ticket secret every worker's TLS listeners share. */
-  ticketSecret: Buffer;
+  /** The session ticket keys every worker's TLS listeners share (the primary rotates them). */
+  ticketKeys: SessionTicketKeys;
   /** Called once per configured listener address, when the first worker has bound it. */
   onListening(role: string, address: string): void;
 }
@@ -80,19 +82,21 @@ export class WorkerPool {
     return Promise.all(starts).then(() => undefined);
   }
 
-  private fork(): Promise<void> {
+  private fork(restart = false): Promise<void> {
     const { config, log } = this.options;
     const worker = cluster.fork({
       [WORKER_CONFIG_ENV]: config.text ?? '',
       [WORKER_CONFIG_FILE_ENV]: config.file,
-      [TICKET_SECRET_ENV]: this.options.ticketSecret.toString('hex'),
     });
     const entry = { worker, ready: false };
     this.workers.set(worker.id, entry);
     return new Promise<void>((resolve, reject) => {
       worker.on('message', (message: unknown) => {
         if (!isFromWorker(message)) return;
-        this.onMessage(worker, message, resolve, reject);
+        this.onMessage(worker, message, () => {
+          if (restart) log.info({ event: 'worker_restarted', worker: worker.id }, `TLS worker ${worker.id} started and serves in place of the one that exited`);
+          resolve();
+        }, reject);
       });
       worker.on('exit', (code, signal) => {
         this.workers.delete(worker.id);
@@ -105,15 +109,36 @@ export class WorkerPool {
         }
         if (this.stopping) return;
         log.error({ event: 'worker_exited', worker: worker.id, code, signal }, `TLS worker ${worker.id} exited unexpectedly (${code ?? signal}); starting a new one`);
-        setTimeout(() => {
-          if (!this.stopping) this.fork().catch((error: Error) => log.error({ event: 'worker_start_failed', error: error.message }, `could not restart a TLS worker: ${error.message}`));
-        }, RESTART_DELAY_MS).unref();
+        this.restart(RESTART_DELAY_MS);
       });
     });
   }
 
+  /** Starts a worker in place of one that died; a start that fails is retried, the delay doubling up to 30 s. */
+  private restart(delayMs: number): void {
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.fork(true).catch((error: Error) => {
+        if (this.stopping) return;
+        const next = Math.min(delayMs * 2, RESTART_DELAY_MAX_MS);
+        this.options.log.error({ event: 'worker_start_failed', error: error.message, retry_in_s: next / 1000 },
+          `could not restart a TLS worker: ${error.message}; trying again in ${next / 1000} s (the other workers keep serving)`);
+        this.restart(next);
+      });
+    }, delayMs).unref();
+  }
+
+  /** Every worker gets the current ticket keys (after a rotation). */
+  sendTicketKeys(): void {
+    const message: ToWorker = { type: 'fedtls:ticket-keys', keys: this.options.ticketKeys.export() };
+    for (const { worker } of this.workers.values()) if (worker.isConnected()) worker.send(message);
+  }
+
   private onMessage(worker: Worker, message: FromWorker, resolve: () => void, reject: (error: Error) => void): void {
     switch (message.type) {
+      case 'fedtls:need-ticket-keys':
+        worker.send({ type: 'fedtls:ticket-keys', keys: this.options.ticketKeys.export() } satisfies ToWorker);
+        return;
       case 'fedtls:listening': {
         const key = `${message.role} ${message.configured}`;
         if (!this.announced.has(key)) {

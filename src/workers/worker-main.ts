@@ -1,19 +1,55 @@
 // Entry point of a TLS worker process (forked by WorkerPool with node:cluster). Builds the
-// same Config as the primary from the text it passes, runs a Daemon in the 'worker' role
-// (TLS listeners only), reloads certificate files when the primary says so and answers
-// with what it serves, and drains on the primary's stop or on SIGTERM/SIGINT.
+// same Config as the primary from the text it passes, asks the primary for the session ticket
+// keys (and takes each rotation), runs a Daemon in the 'worker' role (TLS listeners only),
+// reloads certificate files when the primary says so and answers with what it serves, and
+// drains on the primary's stop or on SIGTERM/SIGINT.
 
 import cluster from 'node:cluster';
 import { loadConfig } from '../config/load.js';
-import { createLogger } from '../ops/log.js';
+import { createLogger, type Logger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
+import { SessionTicketKeys } from '../http/session-tickets.js';
 import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer } from './messages.js';
+
+const TICKET_KEYS_WAIT_MS = 10_000;
 
 /** Sends to the primary; once the primary is gone (it is stopping or died) there is no one to tell. */
 function send(message: FromWorker): void {
   if (!process.connected) return;
   process.send?.(message, undefined, {}, () => undefined);
+}
+
+/**
+ * The primary's session ticket keys, asked for once this process listens for the answer (so
+ * it cannot be missed); later rotations replace them. Exits if the primary goes away first.
+ */
+async function receiveTicketKeys(log: Logger): Promise<SessionTicketKeys> {
+  let ticketKeys: SessionTicketKeys | null = null;
+  let keysArrived: () => void = () => undefined;
+  const keysReceived = new Promise<void>((resolve) => { keysArrived = resolve; });
+  process.on('message', (message: unknown) => {
+    if (!isToWorker(message) || message.type !== 'fedtls:ticket-keys') return;
+    let taken: boolean;
+    if (ticketKeys === null) {
+      ticketKeys = SessionTicketKeys.fromExported(message.keys);
+      taken = ticketKeys !== null;
+    } else {
+      taken = ticketKeys.replace(message.keys);
+    }
+    if (taken) keysArrived();
+    else log.warn({ event: 'ticket_keys_invalid' }, 'the primary sent malformed session ticket keys; this worker keeps the keys it has');
+  });
+  const primaryGone = (): never => process.exit(0);
+  process.once('disconnect', primaryGone);
+  send({ type: 'fedtls:need-ticket-keys' });
+  const wait = setTimeout(keysArrived, TICKET_KEYS_WAIT_MS);
+  await keysReceived;
+  clearTimeout(wait);
+  process.off('disconnect', primaryGone);
+  if (ticketKeys) return ticketKeys;
+  log.warn({ event: 'ticket_keys_missing', waited_ms: TICKET_KEYS_WAIT_MS }, `no session ticket keys from the primary within ${TICKET_KEYS_WAIT_MS / 1000} s; this worker uses keys of its own, so sessions it starts resume only on it`);
+  return SessionTicketKeys.generate();
 }
 
 async function main(): Promise<void> {
@@ -25,7 +61,9 @@ async function main(): Promise<void> {
   }
   const config = loadConfig(file, text);
   const log = createLogger(config.log).child({ worker: cluster.worker!.id });
-  const daemon = new Daemon(config, log, 'worker');
+
+  const ticketKeys = await receiveTicketKeys(log);
+  const daemon = new Daemon(config, log, 'worker', ticketKeys);
 
   // A signal sent to the whole process group (Ctrl-C, systemd's stop) reaches workers too:
   // SIGHUP is the primary's to handle; TERM/INT drain like the primary's stop.
