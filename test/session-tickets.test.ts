@@ -40,9 +40,18 @@ function connect(port: number, session?: Buffer): Promise<{ reused: boolean; tic
   });
 }
 
-/** The ticket lifetime the server announced: field [9] (tlsext_tick_lifetime_hint) of OpenSSL's SSL_SESSION encoding. */
+/**
+ * The ticket lifetime the server announced: field [9] (tlsext_tick_lifetime_hint) of OpenSSL's
+ * SSL_SESSION encoding, which Node 22+ wraps in a header of its own (the DER SEQUENCE starts at
+ * `30 82 <length> 02 01 01`).
+ */
 function ticketLifetimeOf(session: Buffer): number {
-  const fields = forge.asn1.fromDer(forge.util.createBuffer(session.toString('binary'))).value as forge.asn1.Asn1[];
+  let start = 0;
+  while (!(session[start] === 0x30 && session[start + 1] === 0x82 && session.subarray(start + 4, start + 7).equals(Buffer.from([2, 1, 1])))) {
+    start += 1;
+    if (start >= session.length) throw new Error('no SSL_SESSION in the session buffer');
+  }
+  const fields = forge.asn1.fromDer(forge.util.createBuffer(session.subarray(start).toString('binary')), { parseAllBytes: false }).value as forge.asn1.Asn1[];
   const timeout = fields.find((field) => field.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && field.type === 9)!;
   const integer = (timeout.value as forge.asn1.Asn1[])[0]!.value as string;
   return [...integer].reduce((n, c) => n * 256 + c.charCodeAt(0), 0);
