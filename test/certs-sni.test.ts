@@ -22,9 +22,11 @@ const BROKEN = 'broken.sni.fedtls.test';
 
 /**
  * A TLS 1.3 ClientHello (x25519, TLS_AES_128_GCM_SHA256) offering `tickets` pre_shared_key
- * identities of 32 random bytes each, with binders; SNI `servername` if given.
+ * identities of 32 random bytes each, with binders; SNI `servername` if given; without a key
+ * share (which makes the server ask again: HelloRetryRequest) when `keyShare` is false.
  */
-function clientHelloOffering(tickets: number, servername?: string): Buffer {
+function clientHelloOffering(tickets: number, options: { servername?: string; keyShare?: boolean; random?: Buffer; sessionId?: Buffer } = {}): Buffer {
+  const { servername, keyShare = true, random = randomBytes(32), sessionId = Buffer.alloc(0) } = options;
   const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
   const vector16 = (...parts: Buffer[]): Buffer => { const body = Buffer.concat(parts); return Buffer.concat([u16(body.length), body]); };
   const extension = (type: number, ...body: Buffer[]): Buffer => Buffer.concat([u16(type), vector16(...body)]);
@@ -35,11 +37,11 @@ function clientHelloOffering(tickets: number, servername?: string): Buffer {
     extension(0x000a, vector16(u16(0x001d))), // supported_groups: x25519
     extension(0x000d, vector16(u16(0x0403), u16(0x0804), u16(0x0401))), // signature_algorithms
     extension(0x002b, Buffer.from([2, 0x03, 0x04])), // supported_versions: TLS 1.3
-    extension(0x0033, vector16(u16(0x001d), vector16(randomBytes(32)))), // key_share
+    extension(0x0033, keyShare ? vector16(u16(0x001d), vector16(randomBytes(32))) : vector16()), // key_share
     extension(0x002d, Buffer.from([1, 1])), // psk_key_exchange_modes: psk_dhe_ke
-    extension(0x0029, vector16(...identities), vector16(...binders)), // pre_shared_key (last)
+    ...(tickets > 0 ? [extension(0x0029, vector16(...identities), vector16(...binders))] : []), // pre_shared_key (last)
   ]);
-  const body = Buffer.concat([u16(0x0303), randomBytes(32), Buffer.from([0]), vector16(u16(0x1301)), Buffer.from([1, 0]), vector16(extensions)]);
+  const body = Buffer.concat([u16(0x0303), random, Buffer.from([sessionId.length]), sessionId, vector16(u16(0x1301)), Buffer.from([1, 0]), vector16(extensions)]);
   const handshake = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
   const records: Buffer[] = [];
   for (let at = 0; at < handshake.length; at += 16384) {
@@ -183,23 +185,40 @@ describe('T6: SNI picks the certificate; the default serves the rest', () => {
     silent.destroy();
   });
 
-  it('a ClientHello offering more session tickets than any client does is dropped unanswered; one unknown ticket gets a full handshake', async () => {
-    // The first bytes the server sends back for a hand-made TLS 1.3 ClientHello that offers
-    // `tickets` made-up session tickets ('' when it closes without a word).
-    const answerTo = (tickets: number, servername?: string): Promise<string> => new Promise((resolve, reject) => {
-      const socket = net.connect(running.port, '127.0.0.1', () => socket.write(clientHelloOffering(tickets, servername)));
+  it('a ClientHello offering more session tickets than any client does ends the handshake, also after a HelloRetryRequest and past 64 KB; up to 8 unknown tickets get a full handshake', async () => {
+    // The first record the server sends back for hand-made TLS 1.3 ClientHellos (`hellos`, the
+    // second one sent in answer to a HelloRetryRequest), as hex: `16…02` ServerHello, `15…` alert,
+    // '' closed without a word.
+    const HELLO_RETRY_RANDOM = 'cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c';
+    const answerTo = (...hellos: Buffer[]): Promise<string> => new Promise((resolve, reject) => {
+      const socket = net.connect(running.port, '127.0.0.1', () => socket.write(hellos.shift()!));
       let got = Buffer.alloc(0);
-      socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });
+      socket.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (hellos.length > 0 && got.length >= 43 && got.subarray(11, 43).toString('hex') === HELLO_RETRY_RANDOM) {
+          got = Buffer.alloc(0);
+          socket.write(hellos.shift()!);
+        }
+      });
       socket.on('error', () => undefined);
       socket.on('close', () => resolve(got.subarray(0, 6).toString('hex')));
       setTimeout(() => { socket.destroy(); reject(new Error('no answer and no close in 5 s')); }, 5000).unref();
       setTimeout(() => socket.end(), 500).unref();
     });
-    // 16 03 03 <length> 02: a ServerHello record.
-    expect(await answerTo(1)).toMatch(/^160303[0-9a-f]{4}02$/);
-    expect(await answerTo(4, SERVER_NAME)).toMatch(/^160303[0-9a-f]{4}02$/);
-    expect(await answerTo(5)).toBe('');
-    expect(await answerTo(500, SERVER_NAME)).toBe('');
+    const serverHello = /^160303[0-9a-f]{4}02$/;
+    const alert = /^150303000202$/; // fatal alert (internal_error)
+    expect(await answerTo(clientHelloOffering(1))).toMatch(serverHello);
+    expect(await answerTo(clientHelloOffering(8, { servername: SERVER_NAME }))).toMatch(serverHello);
+    expect(await answerTo(clientHelloOffering(9))).toMatch(alert);
+    expect(await answerTo(clientHelloOffering(500, { servername: SERVER_NAME }))).toMatch(alert);
+    // A first hello without a key share gets a HelloRetryRequest; the second one carries the tickets.
+    const first = { keyShare: false, random: randomBytes(32), sessionId: randomBytes(32) };
+    expect(await answerTo(clientHelloOffering(0, first), clientHelloOffering(1, { ...first, keyShare: true }))).toMatch(serverHello);
+    expect(await answerTo(clientHelloOffering(0, first), clientHelloOffering(1500, { ...first, keyShare: true }))).toMatch(alert);
+    // Past 64 KB the listener no longer reads the hello for its name: the TLS layer still ends it.
+    const huge = clientHelloOffering(1800);
+    expect(huge.length).toBeGreaterThan(64 * 1024);
+    expect(await answerTo(huge)).toMatch(alert);
     expect(await bySni(SERVER_NAME)).toBe(serialOf(main.serial));
   });
 

@@ -41,6 +41,7 @@ describe('TLS worker processes', () => {
   let certFile: string;
   let keyFile: string;
   let port: number;
+  let configFile: string;
 
   beforeAll(async () => {
     authority = createAuthority();
@@ -48,6 +49,7 @@ describe('TLS worker processes', () => {
     const dir = tempDir();
     const written = await writeManualDaemonConfig(dir, NAME, backend.url, { workers: 2 });
     certFile = written.certificatePath;
+    configFile = written.configFile;
     keyFile = written.privateKeyPath;
     const first = serialOf(written.serial);
     daemon = await startDaemon(written.configFile);
@@ -157,6 +159,16 @@ describe('TLS worker processes', () => {
     });
   }
 
+  it("keeps the config text and ticket keys out of the workers' environment (/proc/<pid>/environ lasts the process's life)", () => {
+    const configText = readFileSync(configFile, 'utf8');
+    for (const pid of childPids(daemon.child.pid!)) {
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      expect(environ).toContain('FEDTLS_WORKER_CONFIG_FILE=');
+      expect(environ).not.toContain(configText.slice(0, 40));
+      expect(environ).not.toMatch(/[0-9a-f]{64}/); // no key material in hex
+    }
+  });
+
   it('says once at start how sessions resume', () => {
     expect(daemon.logs.filter((l) => l.event === 'tls_session_tickets')).toEqual([expect.objectContaining({ mode: 'fedtls', rotation_s: 3600, lifetime_s: 3600 })]);
   });
@@ -202,7 +214,7 @@ describe('TLS worker processes', () => {
     expect(replacement).toBeDefined();
     process.kill(replacement!, 'SIGKILL');
     const failed = await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_start_failed', 20_000, 'worker_start_failed');
-    expect(failed).toMatchObject({ level: 50, retry_in_s: 2 });
+    expect(failed).toMatchObject({ level: 50, retry_in_s: 2, serving_workers: 1 });
     await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_restarted', 20_000, 'worker_restarted');
     expect(childPids(daemon.child.pid!).filter((p) => p !== initial[0] && p !== replacement)).toHaveLength(2);
     // Both workers (the survivor and the third try) resume a ticket issued before.

@@ -1,5 +1,6 @@
 // TLS session tickets. Owns: the keys that encrypt this daemon's session tickets, how long a
-// ticket resumes, and a fresh ticket after every resumed handshake.
+// ticket resumes, a fresh ticket after every resumed handshake, and ending a handshake whose
+// ClientHello offers more tickets than any client does.
 // Keys: random, made in memory by the process that owns the daemon (the single process, or
 // the primary with TLS workers), never written anywhere. A new key encrypts tickets every
 // hour; the previous hour's key still decrypts; older keys are overwritten and dropped, so a
@@ -23,6 +24,13 @@ export const TICKET_KEY_ROTATION_MS = 60 * 60 * 1000;
 /** How long a session resumes (OpenSSL's default is 2 hours), also sent to clients as the ticket lifetime. */
 export const SESSION_LIFETIME_SECONDS = 60 * 60;
 
+/**
+ * More tickets than any client offers in one ClientHello (real ones offer one). OpenSSL asks
+ * the callback once per offered ticket, each a call into JavaScript, so a hello with thousands
+ * of junk tickets would cost several full handshakes; past this many, the handshake is ended.
+ */
+export const MAX_TICKETS_PER_HELLO = 8;
+
 // What OpenSSL's ticket-key callback returns (RFC 5077 style callback, via Node).
 const TICKET_UNKNOWN = 0;
 const TICKET_OK = 1;
@@ -40,7 +48,9 @@ interface TicketKey {
   aesKey: Buffer;
 }
 
-type TicketKeyAnswer = [number, Buffer, Buffer] | [number, Buffer, Buffer, Buffer, Buffer];
+// Anything but an array makes Node fail the handshake (an internal_error alert, checked on Node 20, 22 and 24).
+type TicketKeyAnswer = [number, Buffer, Buffer] | [number, Buffer, Buffer, Buffer, Buffer] | undefined;
+const END_HANDSHAKE = undefined;
 const UNUSED_HMAC_KEY = Buffer.alloc(HMAC_KEY_BYTES);
 const UNUSED_AES_KEY = Buffer.alloc(AES_KEY_BYTES);
 
@@ -75,6 +85,11 @@ export class SessionTicketKeys {
   /** Newest first: [0] encrypts, every one decrypts. At most the current and the previous key. */
   private keys: TicketKey[] = [];
   private readonly armed = new WeakSet<object>();
+  /**
+   * Tickets looked up since JavaScript last ran to completion. OpenSSL parses one ClientHello
+   * within one read callback of its socket, so this counts the tickets of one hello.
+   */
+  private lookupsThisHello = 0;
 
   /** Keys of their own (the single process or the primary), starting with one fresh key. */
   static generate(): SessionTicketKeys {
@@ -143,6 +158,9 @@ export class SessionTicketKeys {
       const key = this.keys[0]!;
       return [TICKET_OK, key.hmacKey, key.aesKey, key.name, randomBytes(16)];
     }
+    if (this.lookupsThisHello === 0) queueMicrotask(() => { this.lookupsThisHello = 0; });
+    this.lookupsThisHello += 1;
+    if (this.lookupsThisHello > MAX_TICKETS_PER_HELLO) return END_HANDSHAKE;
     const key = this.keys.find((candidate) => candidate.name.equals(name));
     if (key) return [TICKET_OK_RENEW, key.hmacKey, key.aesKey];
     // Node reads both keys whatever the answer (a missing one aborts the process): give unused ones.

@@ -9,10 +9,7 @@
 // sends a ClientHello is dropped after `timeoutMs`; unparseable input keeps the old behaviour,
 // except a connection whose first byte is a letter (plain HTTP, `curl http://host:8448/`),
 // which goes to `onPlainHttp` instead of failing a TLS handshake with an empty reply. The
-// first byte is looked at anyway, so TLS connections pay nothing for it. A ClientHello that
-// offers more than MAX_PSK_IDENTITIES session tickets is dropped: OpenSSL asks fedtls's ticket
-// callback (JavaScript) once per ticket, so hundreds of junk tickets would cost a full
-// handshake's CPU several times over; real clients offer one.
+// first byte is looked at anyway, so TLS connections pay nothing for it.
 
 import type { Socket } from 'node:net';
 import type { Server as TlsServer, SecureContext } from 'node:tls';
@@ -20,18 +17,12 @@ import type { Server as TlsServer, SecureContext } from 'node:tls';
 /** Enough for any real ClientHello (post-quantum key shares included); larger input is not parsed. */
 const MAX_CLIENT_HELLO_BYTES = 64 * 1024;
 
-/** More session tickets (pre_shared_key identities) than any real client offers in one ClientHello. */
-export const MAX_PSK_IDENTITIES = 4;
-
 export type ClientHelloScan =
   | { state: 'incomplete' }
   | { state: 'not_tls' }
-  | { state: 'done'; serverName: string | null; pskIdentities: number };
+  | { state: 'done'; serverName: string | null };
 
-/**
- * Finds the SNI host name and counts the offered session tickets (pre_shared_key identities)
- * in the first TLS handshake message, reassembling it across records.
- */
+/** Finds the SNI host name in the first TLS handshake message, reassembling it across records. */
 export function scanClientHello(data: Buffer): ClientHelloScan {
   const handshake: Buffer[] = [];
   let have = 0;
@@ -50,53 +41,41 @@ export function scanClientHello(data: Buffer): ClientHelloScan {
       if (head[0] !== 0x01) return { state: 'not_tls' }; // not a ClientHello
       needed = 4 + head.readUIntBE(1, 3);
     }
-    if (needed >= 0 && have >= needed) return { state: 'done', ...extensionsOf(Buffer.concat(handshake).subarray(4, needed)) };
+    if (needed >= 0 && have >= needed) return { state: 'done', serverName: serverNameOf(Buffer.concat(handshake).subarray(4, needed)) };
   }
   if (data.length >= 1 && data[0] !== 0x16) return { state: 'not_tls' };
   return { state: 'incomplete' };
 }
 
-const EXTENSION_SERVER_NAME = 0x0000;
-const EXTENSION_PRE_SHARED_KEY = 0x0029;
-
-function extensionsOf(hello: Buffer): { serverName: string | null; pskIdentities: number } {
-  const found = { serverName: null as string | null, pskIdentities: 0 };
+function serverNameOf(hello: Buffer): string | null {
   try {
     let at = 2 + 32; // legacy_version, random
     at += 1 + hello[at]!; // session id
     at += 2 + hello.readUInt16BE(at); // cipher suites
     at += 1 + hello[at]!; // compression methods
-    if (at + 2 > hello.length) return found; // no extensions at all
-    const end = Math.min(at + 2 + hello.readUInt16BE(at), hello.length);
+    if (at + 2 > hello.length) return null; // no extensions at all
+    const end = at + 2 + hello.readUInt16BE(at);
     at += 2;
     while (at + 4 <= end) {
       const type = hello.readUInt16BE(at);
       const length = hello.readUInt16BE(at + 2);
-      if (type === EXTENSION_SERVER_NAME) found.serverName = serverNameIn(hello, at + 4, at + 4 + length);
-      else if (type === EXTENSION_PRE_SHARED_KEY) found.pskIdentities = identitiesIn(hello, at + 4);
+      if (type === 0x0000) {
+        // server_name_list: length(2), then entries of type(1) length(2) name
+        let entry = at + 6;
+        const listEnd = at + 4 + length;
+        while (entry + 3 <= listEnd) {
+          const nameLength = hello.readUInt16BE(entry + 1);
+          if (hello[entry] === 0x00) return hello.toString('latin1', entry + 3, entry + 3 + nameLength);
+          entry += 3 + nameLength;
+        }
+        return null;
+      }
       at += 4 + length;
     }
-  } catch { /* truncated: what was found so far */ }
-  return found;
-}
-
-/** server_name_list: length(2), then entries of type(1) length(2) name; the host_name entry. */
-function serverNameIn(hello: Buffer, start: number, listEnd: number): string | null {
-  let entry = start + 2;
-  while (entry + 3 <= listEnd) {
-    const nameLength = hello.readUInt16BE(entry + 1);
-    if (hello[entry] === 0x00) return hello.toString('latin1', entry + 3, entry + 3 + nameLength);
-    entry += 3 + nameLength;
+    return null;
+  } catch {
+    return null;
   }
-  return null;
-}
-
-/** OfferedPsks: identities<length(2)>, each identity<length(2)> + obfuscated_ticket_age(4). */
-function identitiesIn(hello: Buffer, start: number): number {
-  const end = start + 2 + hello.readUInt16BE(start);
-  let count = 0;
-  for (let at = start + 2; at + 2 <= end; at += 2 + hello.readUInt16BE(at) + 4) count += 1;
-  return count;
 }
 
 /** A TLS record starts with 0x16 (handshake); an HTTP request with its method, letters (RFC 9110 §9.1: a token). */
@@ -106,8 +85,7 @@ function isPlainHttpStart(firstByte: number | undefined): boolean {
 
 /**
  * Reads until the ClientHello is complete, gives the bytes back, and reports the SNI name (or
- * undefined when unknown) and the first byte received. Drops the connection instead when the
- * ClientHello offers more than MAX_PSK_IDENTITIES session tickets.
+ * undefined when unknown) and the first byte received.
  */
 function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: string | null | undefined, firstByte: number | undefined) => void): void {
   let buffered = Buffer.alloc(0);
@@ -123,8 +101,7 @@ function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: st
   const onData = (chunk: Buffer): void => {
     buffered = Buffer.concat([buffered, chunk]);
     const scan = scanClientHello(buffered);
-    if (scan.state === 'done' && scan.pskIdentities > MAX_PSK_IDENTITIES) onEnd();
-    else if (scan.state === 'done') finish(scan.serverName);
+    if (scan.state === 'done') finish(scan.serverName);
     else if (scan.state === 'not_tls' || buffered.length > MAX_CLIENT_HELLO_BYTES) finish(undefined);
   };
   const onEnd = (): void => {

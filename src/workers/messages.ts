@@ -9,9 +9,13 @@ import type { ExportedTicketKeys } from '../http/session-tickets.js';
 /**
  * Primary → worker. Those with an id are answered with `fedtls:answer` and that id; a stop is
  * answered as soon as the worker has stopped accepting (it then drains and exits), with a
- * StopAnswer. Ticket keys come when the worker asks at start and after each rotation.
+ * StopAnswer. Start data (the config text, which may hold secrets such as the ACME EAB key, and
+ * the ticket keys) answers the worker's first message; new ticket keys follow each rotation.
+ * Secrets travel over this channel only, never in a worker's environment (readable in
+ * /proc/<pid>/environ for the process's whole life).
  */
 export type ToWorker =
+  | { type: 'fedtls:start-data'; configText: string; ticketKeys: ExportedTicketKeys }
   | { type: 'fedtls:ticket-keys'; keys: ExportedTicketKeys }
   | { type: 'fedtls:reload'; id: number; trigger: string }
   | { type: 'fedtls:metrics'; id: number }
@@ -19,7 +23,7 @@ export type ToWorker =
 
 /** Worker → primary. */
 export type FromWorker =
-  | { type: 'fedtls:need-ticket-keys' }
+  | { type: 'fedtls:need-start-data' }
   | { type: 'fedtls:listening'; role: string; configured: string; address: string }
   | { type: 'fedtls:ready' }
   | { type: 'fedtls:start-failed'; message: string; address: string | null; code: string | null }
@@ -40,6 +44,5 @@ export function isToWorker(message: unknown): message is ToWorker {
   return isFromWorker(message);
 }
 
-/** The environment variable carrying the config text from the primary to its workers. */
-export const WORKER_CONFIG_ENV = 'FEDTLS_WORKER_CONFIG_TEXT';
+/** The environment variable carrying the config file's path (for messages) from the primary to its workers. */
 export const WORKER_CONFIG_FILE_ENV = 'FEDTLS_WORKER_CONFIG_FILE';

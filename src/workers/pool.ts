@@ -1,6 +1,6 @@
 // The primary's side of `workers: N > 1`: forks N worker processes (node:cluster) that serve
-// the TLS listeners, starts them with the very config text the primary read, gives them the
-// session ticket keys (at start and at each rotation), tells them to reload certificate files
+// the TLS listeners, gives them the very config text the primary read and the session ticket
+// keys when they ask at start (over the cluster channel; new keys at each rotation), tells them to reload certificate files
 // and waits until every one has, restarts a worker that dies (retrying, with a growing delay,
 // a restart that fails), and stops them gracefully. Promises: start() resolves once every worker listens (or rejects
 // with the first worker's listen error); reload() resolves once every running worker serves
@@ -13,7 +13,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../ops/log.js';
 import { ListenError } from '../http/listen.js';
 import type { SessionTicketKeys } from '../http/session-tickets.js';
-import { isFromWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer, type ToWorker } from './messages.js';
+import { isFromWorker, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer, type ToWorker } from './messages.js';
 
 const WORKER_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-main.js');
 const RELOAD_WAIT_MS = 10_000;
@@ -84,10 +84,7 @@ export class WorkerPool {
 
   private fork(restart = false): Promise<void> {
     const { config, log } = this.options;
-    const worker = cluster.fork({
-      [WORKER_CONFIG_ENV]: config.text ?? '',
-      [WORKER_CONFIG_FILE_ENV]: config.file,
-    });
+    const worker = cluster.fork({ [WORKER_CONFIG_FILE_ENV]: config.file });
     const entry = { worker, ready: false };
     this.workers.set(worker.id, entry);
     return new Promise<void>((resolve, reject) => {
@@ -114,15 +111,20 @@ export class WorkerPool {
     });
   }
 
-  /** Starts a worker in place of one that died; a start that fails is retried, the delay doubling up to 30 s. */
+  /**
+   * Starts a worker in place of one that died. A start that fails is retried: every second while
+   * no worker serves (the TLS port is closed then), with a delay doubling up to 30 s while others do.
+   */
   private restart(delayMs: number): void {
     setTimeout(() => {
       if (this.stopping) return;
       this.fork(true).catch((error: Error) => {
         if (this.stopping) return;
-        const next = Math.min(delayMs * 2, RESTART_DELAY_MAX_MS);
-        this.options.log.error({ event: 'worker_start_failed', error: error.message, retry_in_s: next / 1000 },
-          `could not restart a TLS worker: ${error.message}; trying again in ${next / 1000} s (the other workers keep serving)`);
+        const serving = [...this.workers.values()].filter((entry) => entry.ready).length;
+        const next = serving === 0 ? RESTART_DELAY_MS : Math.min(delayMs * 2, RESTART_DELAY_MAX_MS);
+        const state = serving === 0 ? 'no TLS worker serves now, so the TLS ports refuse connections' : `${serving} other TLS worker${serving === 1 ? '' : 's'} keep${serving === 1 ? 's' : ''} serving`;
+        this.options.log.error({ event: 'worker_start_failed', error: error.message, serving_workers: serving, retry_in_s: next / 1000 },
+          `could not restart a TLS worker: ${error.message}; trying again in ${next / 1000} s (${state})`);
         this.restart(next);
       });
     }, delayMs).unref();
@@ -136,8 +138,8 @@ export class WorkerPool {
 
   private onMessage(worker: Worker, message: FromWorker, resolve: () => void, reject: (error: Error) => void): void {
     switch (message.type) {
-      case 'fedtls:need-ticket-keys':
-        worker.send({ type: 'fedtls:ticket-keys', keys: this.options.ticketKeys.export() } satisfies ToWorker);
+      case 'fedtls:need-start-data':
+        worker.send({ type: 'fedtls:start-data', configText: this.options.config.text ?? '', ticketKeys: this.options.ticketKeys.export() } satisfies ToWorker);
         return;
       case 'fedtls:listening': {
         const key = `${message.role} ${message.configured}`;

@@ -1,18 +1,16 @@
-// Entry point of a TLS worker process (forked by WorkerPool with node:cluster). Builds the
-// same Config as the primary from the text it passes, asks the primary for the session ticket
-// keys (and takes each rotation), runs a Daemon in the 'worker' role (TLS listeners only),
+// Entry point of a TLS worker process (forked by WorkerPool with node:cluster). Asks the
+// primary for the config text it read and the session ticket keys (and takes each rotation),
+// builds the same Config, runs a Daemon in the 'worker' role (TLS listeners only),
 // reloads certificate files when the primary says so and answers with what it serves, and
 // drains on the primary's stop or on SIGTERM/SIGINT.
 
 import cluster from 'node:cluster';
 import { loadConfig } from '../config/load.js';
-import { createLogger, type Logger } from '../ops/log.js';
+import { createLogger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
 import { SessionTicketKeys } from '../http/session-tickets.js';
-import { isToWorker, WORKER_CONFIG_ENV, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer } from './messages.js';
-
-const TICKET_KEYS_WAIT_MS = 10_000;
+import { isToWorker, WORKER_CONFIG_FILE_ENV, type FromWorker, type StopAnswer } from './messages.js';
 
 /** Sends to the primary; once the primary is gone (it is stopping or died) there is no one to tell. */
 function send(message: FromWorker): void {
@@ -21,48 +19,36 @@ function send(message: FromWorker): void {
 }
 
 /**
- * The primary's session ticket keys, asked for once this process listens for the answer (so
- * it cannot be missed); later rotations replace them. Exits if the primary goes away first.
+ * The config text and ticket keys from the primary, asked for once this process listens for
+ * the answer (so it cannot be missed). Waits as long as the primary lives (a stopped primary
+ * answers when it continues); exits if it goes away first.
  */
-async function receiveTicketKeys(log: Logger): Promise<SessionTicketKeys> {
-  let ticketKeys: SessionTicketKeys | null = null;
-  let keysArrived: () => void = () => undefined;
-  const keysReceived = new Promise<void>((resolve) => { keysArrived = resolve; });
-  process.on('message', (message: unknown) => {
-    if (!isToWorker(message) || message.type !== 'fedtls:ticket-keys') return;
-    let taken: boolean;
-    if (ticketKeys === null) {
-      ticketKeys = SessionTicketKeys.fromExported(message.keys);
-      taken = ticketKeys !== null;
-    } else {
-      taken = ticketKeys.replace(message.keys);
-    }
-    if (taken) keysArrived();
-    else log.warn({ event: 'ticket_keys_invalid' }, 'the primary sent malformed session ticket keys; this worker keeps the keys it has');
+function receiveStartData(): Promise<{ configText: string; ticketKeys: unknown }> {
+  return new Promise((resolve) => {
+    const primaryGone = (): never => process.exit(0);
+    const onMessage = (message: unknown): void => {
+      if (!isToWorker(message) || message.type !== 'fedtls:start-data') return;
+      process.off('message', onMessage);
+      process.off('disconnect', primaryGone);
+      resolve({ configText: message.configText, ticketKeys: message.ticketKeys });
+    };
+    process.on('message', onMessage);
+    process.once('disconnect', primaryGone);
+    send({ type: 'fedtls:need-start-data' });
   });
-  const primaryGone = (): never => process.exit(0);
-  process.once('disconnect', primaryGone);
-  send({ type: 'fedtls:need-ticket-keys' });
-  const wait = setTimeout(keysArrived, TICKET_KEYS_WAIT_MS);
-  await keysReceived;
-  clearTimeout(wait);
-  process.off('disconnect', primaryGone);
-  if (ticketKeys) return ticketKeys;
-  log.warn({ event: 'ticket_keys_missing', waited_ms: TICKET_KEYS_WAIT_MS }, `no session ticket keys from the primary within ${TICKET_KEYS_WAIT_MS / 1000} s; this worker uses keys of its own, so sessions it starts resume only on it`);
-  return SessionTicketKeys.generate();
 }
 
 async function main(): Promise<void> {
   const file = process.env[WORKER_CONFIG_FILE_ENV];
-  const text = process.env[WORKER_CONFIG_ENV];
-  if (!cluster.isWorker || !file || text === undefined) {
+  if (!cluster.isWorker || !file) {
     process.stderr.write('fedtls: worker-main.js is started by `fedtls run` (workers > 1), not by hand\n');
     process.exit(2);
   }
-  const config = loadConfig(file, text);
+  const start = await receiveStartData();
+  const config = loadConfig(file, start.configText);
   const log = createLogger(config.log).child({ worker: cluster.worker!.id });
-
-  const ticketKeys = await receiveTicketKeys(log);
+  const ticketKeys = SessionTicketKeys.fromExported(start.ticketKeys);
+  if (!ticketKeys) throw new Error('the primary sent malformed session ticket keys');
   const daemon = new Daemon(config, log, 'worker', ticketKeys);
 
   // A signal sent to the whole process group (Ctrl-C, systemd's stop) reaches workers too:
@@ -84,6 +70,10 @@ async function main(): Promise<void> {
 
   process.on('message', (message: unknown) => {
     if (!isToWorker(message)) return;
+    if (message.type === 'fedtls:ticket-keys') {
+      if (!ticketKeys.replace(message.keys)) log.warn({ event: 'ticket_keys_invalid' }, 'the primary sent malformed session ticket keys; this worker keeps the ones it has until the next rotation');
+      return;
+    }
     if (message.type === 'fedtls:stop') {
       stop(); // closes the listeners synchronously, so the primary's shared socket closes before the answer arrives
       const answer: StopAnswer = { inFlight: daemon.inFlight };
