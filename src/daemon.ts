@@ -21,7 +21,7 @@ import { createChallengeHandler } from './http/challenge-listener.js';
 import { markClosedByFedtls } from './http/closed-by-fedtls.js';
 import { createProxyHandler, type ProxyHandler } from './http/proxy.js';
 import { createTlsServer } from './http/tls-listener.js';
-import { SESSION_LIFETIME_SECONDS, SessionTicketKeys, TICKET_KEY_ROTATION_MS, ticketKeyCallbackAvailable } from './http/session-tickets.js';
+import { SESSION_LIFETIME_SECONDS, SessionTicketKeys, TICKET_KEY_ROTATION_ENV, TICKET_KEY_ROTATION_MS, ticketKeyCallbackAvailable } from './http/session-tickets.js';
 import { createNotFoundHandler, createWellKnownHandler } from './http/well-known.js';
 import { bindListener } from './http/listen.js';
 import { WorkerPool } from './workers/pool.js';
@@ -309,7 +309,8 @@ export class Daemon {
     }
     if (role === 'worker') return;
 
-    this.stopTicketKeyRotation = this.ticketKeys.startRotation(() => this.pool?.sendTicketKeys());
+    const rotationMs = Number(process.env[TICKET_KEY_ROTATION_ENV]) || TICKET_KEY_ROTATION_MS;
+    this.stopTicketKeyRotation = this.ticketKeys.startRotation(() => this.pool?.sendTicketKeys(), rotationMs);
     this.logSessionTickets();
     if (this.store.defaultPair() === null && config.acme.enabled) {
       log.info({ event: 'waiting_for_certificate', names: config.acme.domains },

@@ -223,3 +223,43 @@ describe('TLS worker processes', () => {
     expect(resumed).toEqual(Array(4).fill(true));
   });
 });
+
+describe('TLS worker processes: ticket key rotation', () => {
+  let backend: Backend;
+  let daemon: RunningDaemon;
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await backend?.close();
+  });
+
+  it('every worker takes the primary\'s new keys at each rotation: an old ticket stops resuming everywhere, a new one resumes everywhere', async () => {
+    backend = await startBackend();
+    const written = await writeManualDaemonConfig(tempDir(), NAME, backend.url, { workers: 2 });
+    daemon = await startDaemon(written.configFile, { env: { FEDTLS_TEST_TICKET_KEY_ROTATION_MS: '1500' } });
+    const port = boundPort(daemon, 'federation');
+    const connect = (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | undefined }> => new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });
+      let ticket: Buffer | undefined;
+      let reused = false;
+      socket.on('session', (s: Buffer) => { ticket = s; });
+      socket.on('secureConnect', () => {
+        reused = socket.isSessionReused();
+        socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
+      });
+      socket.on('data', () => undefined);
+      socket.on('close', () => resolve({ reused, ticket }));
+      socket.on('error', reject);
+    });
+    const resumedOnBoth = async (ticket: Buffer | undefined): Promise<boolean[]> => {
+      const seen: boolean[] = [];
+      for (let i = 0; i < 4; i++) seen.push((await connect(ticket)).reused); // round-robin: both workers, twice
+      return seen;
+    };
+    const old = (await connect()).ticket;
+    await new Promise((r) => setTimeout(r, 3400)); // two rotations: the key that made `old` is gone
+    expect(await resumedOnBoth(old)).toEqual([false, false, false, false]);
+    const fresh = (await connect()).ticket;
+    expect(await resumedOnBoth(fresh)).toEqual([true, true, true, true]);
+  });
+});

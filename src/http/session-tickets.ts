@@ -21,6 +21,9 @@ import tls, { type SecureContext } from 'node:tls';
 /** A new key encrypts tickets every hour; tickets made with the previous hour's key still resume. */
 export const TICKET_KEY_ROTATION_MS = 60 * 60 * 1000;
 
+/** For tests only: a shorter rotation interval in milliseconds (not an admin setting). */
+export const TICKET_KEY_ROTATION_ENV = 'FEDTLS_TEST_TICKET_KEY_ROTATION_MS';
+
 /** How long a session resumes (OpenSSL's default is 2 hours), also sent to clients as the ticket lifetime. */
 export const SESSION_LIFETIME_SECONDS = 60 * 60;
 
@@ -122,12 +125,12 @@ export class SessionTicketKeys {
     return this.keys.map((key) => key.material.toString('hex'));
   }
 
-  /** Rotates every TICKET_KEY_ROTATION_MS, calling `onRotate` after each; returns the function that stops it. */
-  startRotation(onRotate: () => void = () => undefined): () => void {
+  /** Rotates every `intervalMs`, calling `onRotate` after each; returns the function that stops it. */
+  startRotation(onRotate: () => void = () => undefined, intervalMs = TICKET_KEY_ROTATION_MS): () => void {
     const timer = setInterval(() => {
       this.rotate();
       onRotate();
-    }, TICKET_KEY_ROTATION_MS);
+    }, intervalMs);
     timer.unref();
     return () => clearInterval(timer);
   }

@@ -1,10 +1,11 @@
 // The primary's side of `workers: N > 1`: forks N worker processes (node:cluster) that serve
 // the TLS listeners, gives them the very config text the primary read and the session ticket
-// keys when they ask at start (over the cluster channel; new keys at each rotation), tells them to reload certificate files
-// and waits until every one has, restarts a worker that dies (retrying, with a growing delay,
-// a restart that fails), and stops them gracefully. Promises: start() resolves once every worker listens (or rejects
-// with the first worker's listen error); reload() resolves once every running worker serves
-// what the files hold (or after a bounded wait, with a warning naming the stragglers).
+// keys when they ask at start (over the cluster channel; new keys at each rotation), tells
+// them to reload certificate files and waits until every one has, restarts a worker that dies
+// (retrying a restart that fails), and stops them gracefully. Promises: start() resolves once
+// every worker listens (or rejects with the first worker's listen error); reload() resolves
+// once every running worker serves what the files hold (or after a bounded wait, with a
+// warning naming the stragglers).
 
 import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';

@@ -6,7 +6,7 @@
 
 import cluster from 'node:cluster';
 import { loadConfig } from '../config/load.js';
-import { createLogger } from '../ops/log.js';
+import { createLogger, type Logger } from '../ops/log.js';
 import { Daemon } from '../daemon.js';
 import { ListenError } from '../http/listen.js';
 import { SessionTicketKeys } from '../http/session-tickets.js';
@@ -44,11 +44,22 @@ async function main(): Promise<void> {
     process.stderr.write('fedtls: worker-main.js is started by `fedtls run` (workers > 1), not by hand\n');
     process.exit(2);
   }
+  // New keys after a rotation may come right behind the start data, before the rest of this
+  // function runs: they are kept from the first moment and applied once there are keys.
+  let ticketKeys: SessionTicketKeys | null = null;
+  let rotatedKeys: unknown = null;
+  let log: Logger | null = null;
+  process.on('message', (message: unknown) => {
+    if (!isToWorker(message) || message.type !== 'fedtls:ticket-keys') return;
+    if (!ticketKeys) rotatedKeys = message.keys;
+    else if (!ticketKeys.replace(message.keys)) log?.warn({ event: 'ticket_keys_invalid' }, 'the primary sent malformed session ticket keys; this worker keeps the ones it has until the next rotation');
+  });
   const start = await receiveStartData();
   const config = loadConfig(file, start.configText);
-  const log = createLogger(config.log).child({ worker: cluster.worker!.id });
-  const ticketKeys = SessionTicketKeys.fromExported(start.ticketKeys);
+  log = createLogger(config.log).child({ worker: cluster.worker!.id });
+  ticketKeys = SessionTicketKeys.fromExported(start.ticketKeys);
   if (!ticketKeys) throw new Error('the primary sent malformed session ticket keys');
+  if (rotatedKeys) ticketKeys.replace(rotatedKeys);
   const daemon = new Daemon(config, log, 'worker', ticketKeys);
 
   // A signal sent to the whole process group (Ctrl-C, systemd's stop) reaches workers too:
@@ -70,10 +81,6 @@ async function main(): Promise<void> {
 
   process.on('message', (message: unknown) => {
     if (!isToWorker(message)) return;
-    if (message.type === 'fedtls:ticket-keys') {
-      if (!ticketKeys.replace(message.keys)) log.warn({ event: 'ticket_keys_invalid' }, 'the primary sent malformed session ticket keys; this worker keeps the ones it has until the next rotation');
-      return;
-    }
     if (message.type === 'fedtls:stop') {
       stop(); // closes the listeners synchronously, so the primary's shared socket closes before the answer arrives
       const answer: StopAnswer = { inFlight: daemon.inFlight };
