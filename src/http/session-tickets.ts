@@ -16,6 +16,7 @@
 // tickets stay in place and `ticketKeyCallbackAvailable()` says so.
 
 import { randomBytes, randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import tls, { type SecureContext } from 'node:tls';
 
 /** A new key encrypts tickets every hour; tickets made with the previous hour's key still resume. */
@@ -33,6 +34,16 @@ export const SESSION_LIFETIME_SECONDS = 60 * 60;
  * of junk tickets would cost several full handshakes; past this many, the handshake is ended.
  */
 export const MAX_TICKETS_PER_HELLO = 8;
+
+/**
+ * Tickets are counted per ClientHello: the count restarts when the TLS listener hands a new
+ * connection's ClientHello to OpenSSL (`clientHelloArrives`, just before OpenSSL reads it), when
+ * a ticket is issued (a handshake got through), and after a pause this long between lookups
+ * (OpenSSL goes through one hello's tickets microseconds apart). Bytes that reach OpenSSL
+ * straight from the socket (a second ClientHello after a HelloRetryRequest, the rest of a hello
+ * over 64 KB) are counted on top of what came before, so they are capped too.
+ */
+const LOOKUP_PAUSE_MS = 1;
 
 // What OpenSSL's ticket-key callback returns (RFC 5077 style callback, via Node).
 const TICKET_UNKNOWN = 0;
@@ -88,11 +99,9 @@ export class SessionTicketKeys {
   /** Newest first: [0] encrypts, every one decrypts. At most the current and the previous key. */
   private keys: TicketKey[] = [];
   private readonly armed = new WeakSet<object>();
-  /**
-   * Tickets looked up since JavaScript last ran to completion. OpenSSL parses one ClientHello
-   * within one read callback of its socket, so this counts the tickets of one hello.
-   */
+  /** Tickets looked up since the count last restarted (see LOOKUP_PAUSE_MS). */
   private lookupsThisHello = 0;
+  private lastLookupAt = 0;
 
   /** Keys of their own (the single process or the primary), starting with one fresh key. */
   static generate(): SessionTicketKeys {
@@ -156,13 +165,20 @@ export class SessionTicketKeys {
     return true;
   }
 
+  /** A new connection's ClientHello goes to OpenSSL now: its tickets are counted from zero. */
+  clientHelloArrives(): void {
+    this.lookupsThisHello = 0;
+  }
+
   private answer(name: Buffer, encrypt: boolean): TicketKeyAnswer {
     if (encrypt) {
+      this.lookupsThisHello = 0;
       const key = this.keys[0]!;
       return [TICKET_OK, key.hmacKey, key.aesKey, key.name, randomBytes(16)];
     }
-    if (this.lookupsThisHello === 0) queueMicrotask(() => { this.lookupsThisHello = 0; });
-    this.lookupsThisHello += 1;
+    const now = performance.now();
+    this.lookupsThisHello = now - this.lastLookupAt < LOOKUP_PAUSE_MS ? this.lookupsThisHello + 1 : 1;
+    this.lastLookupAt = now;
     if (this.lookupsThisHello > MAX_TICKETS_PER_HELLO) return END_HANDSHAKE;
     const key = this.keys.find((candidate) => candidate.name.equals(name));
     if (key) return [TICKET_OK_RENEW, key.hmacKey, key.aesKey];

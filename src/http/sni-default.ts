@@ -120,9 +120,10 @@ function peekServerName(socket: Socket, timeoutMs: number, done: (serverName: st
  * to handshakes that carry no SNI. Returns false (changing nothing) if this Node's TLS server
  * lacks the internals it relies on; the caller then falls back to a server-wide default.
  * `onPlainHttp` gets the raw TCP socket of a connection that started with plain HTTP (its
- * bytes are still to be read from it).
+ * bytes are still to be read from it); `onClientHello` is called right before a connection's
+ * first bytes go to OpenSSL.
  */
-export function serveDefaultWithoutSni(server: TlsServer, defaultContext: () => SecureContext | null, timeoutMs: number, onPlainHttp: (socket: Socket) => void): boolean {
+export function serveDefaultWithoutSni(server: TlsServer, defaultContext: () => SecureContext | null, timeoutMs: number, onPlainHttp: (socket: Socket) => void, onClientHello: () => void): boolean {
   const internals = server as unknown as { _sharedCreds?: SecureContext };
   const [tlsConnectionListener, ...others] = server.listeners('connection') as ((socket: Socket) => void)[];
   if (!internals._sharedCreds || !tlsConnectionListener || others.length > 0) return false;
@@ -139,6 +140,7 @@ export function serveDefaultWithoutSni(server: TlsServer, defaultContext: () => 
       // No SNI, or input that is not a ClientHello we could read: the default pair.
       const chosen = serverName ? noCertificate : defaultContext() ?? noCertificate;
       internals._sharedCreds = chosen; // read synchronously by the TLSSocket constructor
+      onClientHello(); // the TLSSocket constructor hands the bytes read to OpenSSL at once
       try {
         tlsConnectionListener.call(server, socket);
       } finally {

@@ -81,7 +81,7 @@ export function createTlsServer({ store, proxyConfig, handler, ticketKeys, log }
     if (context) ticketKeys.arm(context); // handshakes without SNI start in it
     return context;
   };
-  if (!serveDefaultWithoutSni(server, defaultContext, proxyConfig.headerTimeoutMs, (socket) => answerPlainHttp(socket, log))) {
+  if (!serveDefaultWithoutSni(server, defaultContext, proxyConfig.headerTimeoutMs, (socket) => answerPlainHttp(socket, log), () => ticketKeys.clientHelloArrives())) {
     // Fallback for a Node without the internals used there: a server-wide default (SNI pairs
     // of another key type than the default then lose to it; plain HTTP gets an empty reply).
     const applyDefault = (): void => {
