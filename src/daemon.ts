@@ -150,7 +150,14 @@ export class Daemon {
     this.expiryWatch = new ExpiryWatch({ store: this.store, log });
     this.ticketKeys = ticketKeys;
     this.pool = role === 'primary'
-      ? new WorkerPool({ config, log, ticketKeys, onListening: (listener, address) => this.logListening(listener, address) })
+      ? new WorkerPool({
+        config, log, ticketKeys,
+        onListening: (listener, address) => this.logListening(listener, address),
+        // The new worker read the certificate files when it started, and they may have been
+        // missing or half-written then: a reload everywhere, then the usual check that every
+        // worker serves what this process does (worker_certificate_mismatch if not).
+        onWorkerRestarted: () => { if (!this.stopping) this.reloadCertificates('worker restart'); },
+      })
       : null;
     this.acme = config.acme.enabled && role !== 'worker'
       ? new AcmeManager({ config, store: this.store, challenges: this.challenges, log, onIssued: () => this.pool?.reload('acme').then(() => undefined) })

@@ -5,7 +5,8 @@
 // that dies is replaced.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
@@ -197,6 +198,24 @@ describe('TLS worker processes', () => {
     await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_exited', 20_000, 'worker_exited');
     await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_restarted', 20_000, 'worker_restarted');
     expect(childPids(daemon.child.pid!).filter((p) => p !== victim)).toHaveLength(2);
+    expect(await serials(port, 6)).toEqual(Array(6).fill(serving));
+  });
+
+  it('a worker restarted while the certificate files are missing is reported as serving nothing; with the files back, a SIGHUP fixes it', async () => {
+    const pemCert = readFileSync(certFile);
+    const pemKey = readFileSync(keyFile);
+    const before = daemon.logs.length;
+    rmSync(certFile);
+    process.kill(childPids(daemon.child.pid!)[0]!, 'SIGKILL');
+    await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_restarted', 20_000, 'worker_restarted');
+    const mismatch = await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= before && l.event === 'worker_certificate_mismatch', 20_000, 'worker_certificate_mismatch');
+    expect(mismatch).toMatchObject({ level: 40, trigger: 'worker restart', worker_serial: null });
+    writeFileSync(certFile, pemCert);
+    writeFileSync(keyFile, pemKey);
+    const sighup = daemon.logs.length;
+    daemon.signal('SIGHUP');
+    await daemon.waitForLog((l) => daemon.logs.indexOf(l) >= sighup && l.event === 'certificates_reloaded', 20_000, 'certificates_reloaded');
+    const serving = serialOf(new X509Certificate(pemCert).serialNumber);
     expect(await serials(port, 6)).toEqual(Array(6).fill(serving));
   });
 

@@ -30,6 +30,8 @@ export interface WorkerPoolOptions {
   ticketKeys: SessionTicketKeys;
   /** Called once per configured listener address, when the first worker has bound it. */
   onListening(role: string, address: string): void;
+  /** Called when a worker started in place of one that exited serves (it read the certificate files at its own start). */
+  onWorkerRestarted(): void;
 }
 
 /**
@@ -92,7 +94,10 @@ export class WorkerPool {
       worker.on('message', (message: unknown) => {
         if (!isFromWorker(message)) return;
         this.onMessage(worker, message, () => {
-          if (restart) log.info({ event: 'worker_restarted', worker: worker.id }, `TLS worker ${worker.id} started and serves in place of the one that exited`);
+          if (restart) {
+            log.info({ event: 'worker_restarted', worker: worker.id }, `TLS worker ${worker.id} started and serves in place of the one that exited`);
+            this.options.onWorkerRestarted();
+          }
           resolve();
         }, reject);
       });
