@@ -8,12 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
-import tls from 'node:tls';
 import { createAuthority, issueLeaf, type Authority } from './helpers/certs.js';
 import { startBackend, type Backend } from './helpers/backend.js';
 import { startDaemon, tempDir, boundPort, type RunningDaemon } from './helpers/daemon.js';
 import { writeManualDaemonConfig } from './helpers/manual-daemon.js';
-import { handshake, rawTlsRequest, serialOf } from './helpers/tls-client.js';
+import { handshake, rawTlsRequest, requestWithSession, serialOf } from './helpers/tls-client.js';
 
 const NAME = 'workers.fedtls.test';
 
@@ -125,20 +124,8 @@ describe('TLS worker processes', () => {
     expect(daemon.logs.slice(before).filter((l) => l.event === 'worker_certificate_mismatch')).toEqual([]);
   });
 
-  /** A TLS connection (with SNI `servername`, or none) that sends one request; whether it resumed and the tickets it got. */
-  const connectForTickets = (servername: string | undefined, session?: Buffer): Promise<{ reused: boolean; tickets: Buffer[] }> => new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, ...(servername ? { servername } : {}), rejectUnauthorized: false, ...(session ? { session } : {}) });
-    const tickets: Buffer[] = [];
-    let reused = false;
-    socket.on('session', (s: Buffer) => { tickets.push(s); });
-    socket.on('secureConnect', () => {
-      reused = socket.isSessionReused();
-      socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
-    });
-    socket.on('data', () => undefined);
-    socket.on('close', () => resolve({ reused, tickets }));
-    socket.on('error', reject);
-  });
+  const connectForTickets = (servername: string | undefined, session?: Buffer): Promise<{ reused: boolean; tickets: Buffer[] }> =>
+    requestWithSession({ port, hostHeader: NAME, ...(servername ? { servername } : {}), ...(session ? { session } : {}) });
 
   for (const servername of [NAME, undefined]) {
     it(`resumes a TLS session on any worker, and every resumption brings a fresh ticket (OpenSSL clients use a ticket once): ${servername ? 'with SNI' : 'without SNI'}`, async () => {
@@ -257,19 +244,10 @@ describe('TLS worker processes: ticket key rotation', () => {
     const written = await writeManualDaemonConfig(tempDir(), NAME, backend.url, { workers: 2 });
     daemon = await startDaemon(written.configFile, { env: { FEDTLS_TEST_TICKET_KEY_ROTATION_MS: '1500' } });
     const port = boundPort(daemon, 'federation');
-    const connect = (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | undefined }> => new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port, servername: NAME, rejectUnauthorized: false, ...(session ? { session } : {}) });
-      let ticket: Buffer | undefined;
-      let reused = false;
-      socket.on('session', (s: Buffer) => { ticket = s; });
-      socket.on('secureConnect', () => {
-        reused = socket.isSessionReused();
-        socket.write(`GET / HTTP/1.1\r\nHost: ${NAME}\r\nConnection: close\r\n\r\n`);
-      });
-      socket.on('data', () => undefined);
-      socket.on('close', () => resolve({ reused, ticket }));
-      socket.on('error', reject);
-    });
+    const connect = async (session?: Buffer): Promise<{ reused: boolean; ticket: Buffer | undefined }> => {
+      const { reused, tickets } = await requestWithSession({ port, hostHeader: NAME, servername: NAME, ...(session ? { session } : {}) });
+      return { reused, ticket: tickets.at(-1) };
+    };
     const resumedOnBoth = async (ticket: Buffer | undefined): Promise<boolean[]> => {
       const seen: boolean[] = [];
       for (let i = 0; i < 4; i++) seen.push((await connect(ticket)).reused); // round-robin: both workers, twice

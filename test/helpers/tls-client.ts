@@ -1,5 +1,6 @@
-// Real TLS clients for tests: a handshake that reports the served certificate, and a raw
-// HTTP/1.1 exchange over TLS that sends exactly the bytes given.
+// Real TLS clients for tests: a handshake that reports the served certificate, a raw
+// HTTP/1.1 exchange over TLS that sends exactly the bytes given, and a request that offers a
+// session ticket and reports resumption and the tickets received.
 
 import tls, { type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 
@@ -81,5 +82,26 @@ export function rawTlsRequest(options: { port: number; servername?: string; ca?:
       }
       resolve({ response, status: Number(statusLine.split(' ')[1] ?? 0), headers, body: rest.join('\r\n\r\n') });
     });
+  });
+}
+
+/**
+ * One TLS connection (SNI `servername`, or none) that offers `session` if given and sends one
+ * GET with Connection: close; whether the session was resumed and the tickets it received.
+ */
+export function requestWithSession(options: { port: number; hostHeader: string; servername?: string; session?: Buffer }): Promise<{ reused: boolean; tickets: Buffer[] }> {
+  const { port, hostHeader, servername, session } = options;
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ...(servername ? { servername } : {}), rejectUnauthorized: false, ...(session ? { session } : {}) });
+    const tickets: Buffer[] = [];
+    let reused = false;
+    socket.on('session', (ticket: Buffer) => { tickets.push(ticket); });
+    socket.on('secureConnect', () => {
+      reused = socket.isSessionReused();
+      socket.write(`GET / HTTP/1.1\r\nHost: ${hostHeader}\r\nConnection: close\r\n\r\n`);
+    });
+    socket.on('data', () => undefined);
+    socket.on('close', () => resolve({ reused, tickets }));
+    socket.on('error', reject);
   });
 }
